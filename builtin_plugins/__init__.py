@@ -1,0 +1,1 @@
+"""Provider plugins bundled with hermes-cron (installed as ``hermes_cron_builtin_plugins``)."""

@@ -1,0 +1,50 @@
+"""hermes-cron: a pluggable cron scheduler for AI agents, and a better user crontab.
+
+``hookimpl`` marks a plugin's hook implementations::
+
+    from hermes_cron import hookimpl
+
+    @hookimpl
+    def run_job(ctx, job):
+        ...
+
+Heavier names (the service, the resolver, the plugin manager) are imported on
+first use so that ``hermes-cron`` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import cfg_get, load_config
+from .hookspec import PROJECT_NAME, hookimpl, hookspec
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "CronService": "hermes_cron.service",
+    "CronContext": "hermes_cron.context",
+    "get_plugin_manager": "hermes_cron.plugin_manager",
+    "resolve_cron_scheduler": "hermes_cron.resolver",
+    "run_one_job": "hermes_cron.runner",
+    "RunOutcome": "hermes_cron.runner",
+    "RunResult": "hermes_cron.runner",
+    "JobStore": "hermes_cron.store",
+    "parse_schedule": "hermes_cron.schedules",
+    "Schedule": "hermes_cron.schedules",
+    "FakeClock": "hermes_cron.clock",
+    "SystemClock": "hermes_cron.clock",
+    "get_provider_auth_state": "hermes_cron.auth",
+    "resolve_nous_access_token": "hermes_cron.auth",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hermes_cron' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["PROJECT_NAME", "__version__", "cfg_get", "hookimpl", "hookspec", "load_config", *_LAZY]

@@ -1,0 +1,74 @@
+"""Clocks. Everything that reads time takes a clock, so tests never depend on wall-clock luck."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from .timeutil import UTC
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """What the scheduler needs from time."""
+
+    def now(self) -> datetime:
+        """The current wall time, timezone-aware (UTC)."""
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Block until ``event`` is set or ``timeout`` seconds of this clock pass.
+
+        Returns True when the event was set.
+        """
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(max(0.0, timeout))
+
+
+class FakeClock:
+    """A clock tests move by hand. ``wait`` returns once the fake time passes its deadline."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        if self._now.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        self._cond = threading.Condition()
+
+    def now(self) -> datetime:
+        with self._cond:
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        """Jump to ``when`` (forward or backward) and wake every waiter."""
+        with self._cond:
+            self._now = when
+            self._cond.notify_all()
+
+    def advance(self, seconds: float) -> datetime:
+        """Move forward by ``seconds`` and wake every waiter; returns the new time."""
+        with self._cond:
+            self._now = self._now + timedelta(seconds=seconds)
+            self._cond.notify_all()
+            return self._now
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        with self._cond:
+            deadline = self._now + timedelta(seconds=max(0.0, timeout))
+            while not event.is_set() and self._now < deadline:
+                # Poll the real event too: it is set from other threads without our condition.
+                self._cond.wait(0.01)
+            return event.is_set()
+
+
+def monotonic() -> float:
+    """Monotonic seconds, for measuring durations (never for due times)."""
+    return time.monotonic()

@@ -1,0 +1,50 @@
+"""The context handed to every hook: what a provider or runner needs, nothing global."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict
+
+import attrs
+
+from .clock import Clock
+from .config import Config
+from .ledger import RunLedger
+from .paths import HomePaths
+from .runner import RunResult, run_one_job
+from .store import JobStore
+
+
+@attrs.define(eq=False)
+class CronContext:
+    """Passed as ``ctx`` to hooks.
+
+    :ivar config: the loaded configuration.
+    :ivar store: the job store.
+    :ivar ledger: the run ledger.
+    :ivar clock: the clock (inject ``FakeClock`` in tests).
+    :ivar logger: the logger hooks should use.
+    :ivar paths: every path under the home folder.
+    :ivar hook: the plugin manager's hook relay (``ctx.hook.run_job``).
+    :ivar provider_name: the active provider (``builtin`` or a plugin name).
+    :ivar state: scratch space the active provider may keep between calls in this process.
+    """
+
+    config: Config
+    store: JobStore
+    ledger: RunLedger
+    clock: Clock
+    logger: logging.Logger
+    paths: HomePaths
+    hook: Any
+    provider_name: str = "builtin"
+    state: Dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.paths.home
+
+    def run_one_job(self, job_id: str, fire_at: str, *, manual: bool = False) -> RunResult:
+        """The shared run body: claim, run, record (see ``hermes_cron.runner``)."""
+        return run_one_job(self, job_id, fire_at, manual=manual)

@@ -1,0 +1,52 @@
+"""Error types. Each carries a message a user can act on; the CLI prints it on one line."""
+
+from __future__ import annotations
+
+
+class HermesCronError(Exception):
+    """Base of every error the library raises on purpose.
+
+    ``exit_code`` is what the CLI exits with when this error reaches it.
+    """
+
+    exit_code = 2
+
+
+class UsageError(HermesCronError):
+    """Bad input from a user: a bad argument, an unknown job id, an invalid value."""
+
+
+class ScheduleError(UsageError):
+    """A schedule text that cannot be parsed, or a time zone that does not exist."""
+
+
+class JobNotFoundError(UsageError):
+    """No job with the given id is in the store."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class ConfigError(HermesCronError):
+    """``config.yaml`` cannot be read or parsed; the message names the file and line."""
+
+
+class StoreError(HermesCronError):
+    """The job store cannot be read or written."""
+
+
+class StoreCorruptError(StoreError):
+    """``jobs.json`` is not valid; it is never overwritten while in this state."""
+
+
+class LockTimeoutError(StoreError):
+    """The cross-process lock was not acquired within its bound."""
+
+
+class AuthError(HermesCronError):
+    """Provider login state is missing, unreadable, or a token refresh failed."""
+
+
+class PluginError(HermesCronError):
+    """A plugin failed to load or to validate."""
