@@ -1,0 +1,84 @@
+"""Shared fixtures: a temp HERMES_HOME, an injectable clock, and network guards."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from hermes_cron.clock import FakeClock
+from hermes_cron.paths import HomePaths
+from hermes_cron.timeutil import UTC
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_loopback(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) and address else ""
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if not _is_loopback(address):
+        raise OSError(f"test tried to reach the network: {address!r} (only loopback is allowed)")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if not _is_loopback(address):
+        raise OSError(f"test tried to reach the network: {address!r} (only loopback is allowed)")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach the network beyond loopback."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture
+def no_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Block every socket, loopback included (for ``is_available``, which must stay offline)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("sockets are blocked in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    yield
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HERMES_HOME, also exported in the environment for subprocesses."""
+    path = tmp_path / "hermes"
+    path.mkdir()
+    monkeypatch.setenv("HERMES_HOME", str(path))
+    monkeypatch.delenv("HERMES_CRON_TRACE_PLUGINS", raising=False)
+    return path
+
+
+@pytest.fixture
+def paths(home: Path) -> HomePaths:
+    return HomePaths.at(home)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at 2026-03-02 12:00 UTC (a Monday), moved by hand."""
+    return FakeClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
