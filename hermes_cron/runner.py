@@ -1,16 +1,49 @@
-"""The one run body every provider uses: claim, run through ``run_job``, record. (STUB)"""
+"""The one run body every provider uses: claim, run through ``run_job``, record.
+
+``run_one_job`` claims a fire with a fresh owner token and hands the claim to
+``execute_claim``, which for a won claim:
+
+1. calls ``ctx.hook.run_job(ctx=ctx, job=...)`` while a background thread
+   renews the claim every ``claim_ttl / 3`` seconds (so a long run is not
+   taken over);
+2. writes ``cron/output/<job_id>/<UTC timestamp>.md``;
+3. appends one row to the run ledger;
+4. calls ``store.finish_run`` (owner-only).
+
+A failing job never makes these raise: a plugin that raises, returns nothing,
+or returns garbage becomes an ``error`` run. A failure to write the output or
+the ledger is logged and recorded in ``last_error``; the claim is still
+released. Skips and misses get their ledger row too.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import logging
+import os
+import re
+import secrets
+import socket
+import threading
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import attrs
+
+from .errors import HermesCronError, UsageError
+from .timeutil import UTC, parse_iso, to_iso
 
 if TYPE_CHECKING:
     from .context import CronContext
     from .store import Claim
 
 RUN_STATUSES = ("ok", "error", "timeout", "skipped", "missed")
+
+#: ``execute_claim`` tries this many times to record a run's end when the store is busy.
+FINISH_ATTEMPTS = 3
+
+_log = logging.getLogger("hermes_cron.runner")
 
 
 @attrs.frozen
@@ -29,7 +62,9 @@ class RunResult:
 
     job_id: str
     fire_at: str  # ISO 8601
-    claim: str  # a claim outcome from hermes_cron.store (won, skipped, missed, lost, gone, inactive)
+    claim: (
+        str  # a claim outcome from hermes_cron.store (won, skipped, missed, lost, gone, inactive)
+    )
     status: Optional[str] = None  # run status when it ran (ok/error/timeout), or skipped/missed
     output_path: Optional[str] = None
     error: Optional[str] = None
@@ -39,19 +74,283 @@ class RunResult:
         return self.claim == "won"
 
 
+def new_owner_token() -> str:
+    """A claim owner token unique to this attempt: ``host:pid:random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 def run_one_job(
-    ctx: "CronContext", job_id: str, fire_at: str, *, manual: bool = False
+    ctx: CronContext, job_id: str, fire_at: Optional[str], *, manual: bool = False
 ) -> RunResult:
     """Claim ``job_id`` for ``fire_at`` and, if won, execute it (``execute_claim``).
 
-    ``manual=True`` is ``hermes-cron run ID``: claim_manual, the schedule is not advanced.
+    ``manual=True`` is ``hermes-cron run ID``: claim_manual, the schedule is not
+    advanced and ``fire_at`` is ignored (the fire is for now).
+
+    Raises ``UsageError`` for a ``fire_at`` that is not an ISO 8601 time with an
+    offset, and the store's errors (``StoreCorruptError``, ``LockTimeoutError``)
+    when the claim itself cannot be made; never for a failing job.
     """
-    raise NotImplementedError
+    owner = new_owner_token()
+    if manual:
+        claim = ctx.store.claim_manual(job_id, owner)
+    else:
+        try:
+            when = parse_iso(fire_at)  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"bad fire time {fire_at!r}: {exc}") from None
+        claim = ctx.store.claim(job_id, when, owner)
+    return execute_claim(ctx, claim)
 
 
-def execute_claim(ctx: "CronContext", claim: "Claim") -> RunResult:
+def execute_claim(ctx: CronContext, claim: Claim) -> RunResult:
     """Act on a claim: WON runs ``ctx.hook.run_job`` (renewing the claim while it runs),
     writes ``cron/output/<job_id>/<timestamp>.md``, appends the ledger row and calls
-    ``store.finish_run``; SKIPPED and MISSED append their ledger row; LOST/GONE/INACTIVE
+    ``store.finish_run``; SKIPPED and MISSED append their ledger row (as does an
+    INTERRUPTED claim from ``store.catch_up``, as an ``error``); LOST/GONE/INACTIVE
     do nothing. Never raises for a failing job: errors become the run's status."""
-    raise NotImplementedError
+    from .store import INTERRUPTED, MISSED, SKIPPED, WON
+
+    fire_iso = to_iso(claim.fire_at)
+    if claim.outcome in (SKIPPED, MISSED, INTERRUPTED):
+        status = "error" if claim.outcome == INTERRUPTED else claim.outcome
+        now = ctx.clock.now()
+        row = _row(ctx, claim, status=status, started=now, finished=now, output=None)
+        row["error"] = claim.reason or None
+        _append_row(ctx, row)
+        return RunResult(claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None)
+    if claim.outcome != WON:
+        return RunResult(claim.job_id, fire_iso, claim.outcome, None, None, claim.reason or None)
+    assert claim.job is not None
+    started = ctx.clock.now()
+    outcome = _run_with_renewal(ctx, claim)
+    finished = ctx.clock.now()
+
+    problems: List[str] = []
+    output_path: Optional[Path] = None
+    try:
+        output_path = write_output(ctx, claim, outcome, started, finished)
+    except (OSError, HermesCronError) as exc:
+        _log_for(ctx).error("job %s: cannot write its output: %s", claim.job_id, exc)
+        problems.append(f"cannot write output: {exc}")
+    row = _row(
+        ctx,
+        claim,
+        status=outcome.status,
+        started=started,
+        finished=finished,
+        output=str(output_path) if output_path else None,
+    )
+    row["error"] = outcome.error
+    if outcome.exit_code is not None:
+        row["exit_code"] = outcome.exit_code
+    try:
+        ctx.ledger.append(row)
+    except (OSError, HermesCronError) as exc:
+        _log_for(ctx).error("job %s: cannot record the run: %s", claim.job_id, exc)
+        problems.append(f"cannot record the run: {exc}")
+    error = "; ".join([e for e in [outcome.error, *problems] if e]) or None
+    _finish(ctx, claim, outcome.status, error, started)
+    return RunResult(
+        claim.job_id,
+        fire_iso,
+        WON,
+        outcome.status,
+        str(output_path) if output_path else None,
+        error,
+    )
+
+
+def _log_for(ctx: CronContext) -> logging.Logger:
+    return getattr(ctx, "logger", None) or _log
+
+
+def _row(
+    ctx: CronContext,
+    claim: Claim,
+    *,
+    status: str,
+    started: datetime,
+    finished: datetime,
+    output: Optional[str],
+) -> Dict[str, Any]:
+    row: Dict[str, Any] = {
+        "job_id": claim.job_id,
+        "fire_at": to_iso(claim.fire_at),
+        "provider": ctx.provider_name,
+        "started_at": to_iso(started),
+        "finished_at": to_iso(finished),
+        "status": status,
+        "output": output,
+        "error": None,
+        "owner": claim.owner or None,
+    }
+    if claim.manual:
+        row["manual"] = True
+    if claim.missed_from is not None:
+        row["coalesced_from"] = to_iso(claim.missed_from)
+        row["note"] = claim.reason
+    return row
+
+
+def _append_row(ctx: CronContext, row: Dict[str, Any]) -> None:
+    try:
+        ctx.ledger.append(row)
+    except (OSError, HermesCronError) as exc:
+        _log_for(ctx).error("job %s: cannot record %s: %s", row["job_id"], row["status"], exc)
+
+
+def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
+    """Call ``run_job`` while a thread keeps the claim fresh; never raises for the job."""
+    stop = threading.Event()
+    interval = max(ctx.store.claim_ttl / 3.0, 0.01)
+
+    def renew() -> None:
+        while not ctx.clock.wait(stop, interval):
+            try:
+                if not ctx.store.renew_claim(claim.job_id, claim.owner):
+                    _log_for(ctx).warning(
+                        "job %s: the claim was taken over while running", claim.job_id
+                    )
+                    return
+            except Exception as exc:  # keep renewing: the next attempt may succeed
+                _log_for(ctx).warning("job %s: cannot renew the claim: %s", claim.job_id, exc)
+
+    renewer = threading.Thread(target=renew, name=f"hermes-cron-renew-{claim.job_id}", daemon=True)
+    renewer.start()
+    try:
+        result = ctx.hook.run_job(ctx=ctx, job=claim.job)
+    except Exception as exc:
+        _log_for(ctx).error("job %s: run_job raised %s: %s", claim.job_id, type(exc).__name__, exc)
+        return RunOutcome(
+            status="error",
+            output=traceback.format_exc(),
+            error=f"run_job raised {type(exc).__name__}: {exc}",
+        )
+    except BaseException:
+        # Ctrl-C or exit mid-run: release the claim before going.
+        _finish(ctx, claim, "error", "interrupted while running", ctx.clock.now())
+        raise
+    finally:
+        stop.set()
+        renewer.join()
+    if result is None:
+        return RunOutcome(status="error", error="no run_job implementation handled this job")
+    if not isinstance(result, RunOutcome):
+        return RunOutcome(
+            status="error",
+            error=f"run_job returned {type(result).__name__}, expected a RunOutcome",
+        )
+    if result.status not in ("ok", "error", "timeout"):
+        return RunOutcome(
+            status="error",
+            output=result.output,
+            error=f"run_job returned the unknown status {result.status!r}",
+            exit_code=result.exit_code,
+        )
+    return result
+
+
+def _finish(
+    ctx: CronContext, claim: Claim, status: str, error: Optional[str], started: datetime
+) -> None:
+    """``finish_run``, retried a little when the store is busy; logged, never raised."""
+    from .errors import LockTimeoutError
+
+    for attempt in range(1, FINISH_ATTEMPTS + 1):
+        try:
+            job = ctx.store.finish_run(
+                claim.job_id, claim.owner, status=status, error=error, started_at=started
+            )
+        except LockTimeoutError as exc:
+            if attempt < FINISH_ATTEMPTS:
+                continue
+            _log_for(ctx).error("job %s: cannot record the run's end: %s", claim.job_id, exc)
+            return
+        except HermesCronError as exc:
+            _log_for(ctx).error("job %s: cannot record the run's end: %s", claim.job_id, exc)
+            return
+        if job is None:
+            _log_for(ctx).warning(
+                "job %s: the run ended but the job is gone or its claim was taken over",
+                claim.job_id,
+            )
+        return
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def write_output(
+    ctx: CronContext,
+    claim: Claim,
+    outcome: RunOutcome,
+    started: datetime,
+    finished: datetime,
+) -> Path:
+    """Write ``cron/output/<job_id>/<UTC start, microseconds>.md`` and return its path.
+
+    The file is created exclusively (``-1``, ``-2`` ... on a name clash), mode 0600.
+    """
+    base = ctx.paths.output_dir.resolve()
+    # Ids are validated by the store; this keeps even a bad one inside the folder.
+    folder = base / _UNSAFE.sub("_", claim.job_id)
+    if folder.parent != base:
+        raise UsageError(f"job id {claim.job_id!r} cannot name an output folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    text = render_output(claim, outcome, started, finished).encode("utf-8")
+    for n in range(1000):
+        path = folder / (f"{stamp}.md" if n == 0 else f"{stamp}-{n}.md")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return path
+    raise UsageError(f"{folder}: too many output files named {stamp}")
+
+
+def render_output(claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime) -> str:
+    """The markdown of one run's output file: a small header, then the output."""
+    job = claim.job or {}
+    lines = [
+        f"# {job.get('name') or claim.job_id}",
+        "",
+        f"- job: `{claim.job_id}`",
+        f"- fire time: {to_iso(claim.fire_at)}" + (" (manual run)" if claim.manual else ""),
+    ]
+    if claim.missed_from is not None:
+        lines.append(f"- catch-up: {claim.reason}")
+    lines += [
+        f"- started: {to_iso(started)}",
+        f"- finished: {to_iso(finished)}",
+        f"- status: {outcome.status}",
+    ]
+    if outcome.exit_code is not None:
+        lines.append(f"- exit code: {outcome.exit_code}")
+    if outcome.error:
+        lines.append(f"- error: {outcome.error}")
+    body = outcome.output or ""
+    # A fence longer than any backtick run inside the output keeps the block intact.
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    lines += ["", "## Output", "", fence + "text", body.rstrip("\n"), fence, ""]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "RUN_STATUSES",
+    "RunOutcome",
+    "RunResult",
+    "execute_claim",
+    "new_owner_token",
+    "render_output",
+    "run_one_job",
+    "write_output",
+]

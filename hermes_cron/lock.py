@@ -1,0 +1,176 @@
+"""File primitives the store relies on: a bounded cross-process lock and atomic replace.
+
+``FileLock`` wraps ``fcntl.flock`` on a dedicated lock file (``cron/.jobs.lock``).
+Each acquisition opens its own file descriptor, and ``flock`` locks belong to
+the open file description, so two threads of one process exclude each other
+exactly like two processes do. Waiting is a loop of non-blocking attempts with
+a short backoff, bounded by ``timeout``: on expiry ``LockTimeoutError`` names
+the lock file and, when known, the process holding it. There is no fallback
+to running unlocked.
+
+``atomic_write`` replaces a file so a reader (or a crash) only ever sees the
+old bytes or the new bytes: temp file in the same folder, write, fsync,
+``os.replace``, fsync the folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Optional, Type, Union
+
+from .errors import LockTimeoutError
+
+PathArg = Union[str, "os.PathLike[str]"]
+
+#: Backoff between attempts: starts small so an uncontended wait is short, caps
+#: so a waiter does not spin on a busy machine.
+_FIRST_DELAY = 0.001
+_MAX_DELAY = 0.05
+
+
+class FileLock:
+    """An exclusive ``flock`` on ``path`` with a bounded wait.
+
+    Not re-entrant: acquiring it again on a thread that already holds it raises
+    ``RuntimeError`` at once (it would otherwise wait for itself until timeout).
+
+    Usage::
+
+        with FileLock(paths.jobs_lock, timeout=10):
+            ...
+    """
+
+    def __init__(self, path: PathArg, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self._local = threading.local()
+
+    @property
+    def held(self) -> bool:
+        """True when the calling thread holds this lock."""
+        return getattr(self._local, "fd", None) is not None
+
+    def acquire(self, timeout: Optional[float] = None) -> None:
+        """Take the lock, waiting at most ``timeout`` seconds (default: the lock's own).
+
+        Raises ``LockTimeoutError`` when the wait expires, ``StoreError``-family
+        errors never come from here: an OS error opening the lock file propagates.
+        """
+        if self.held:
+            raise RuntimeError(f"{self.path}: lock already held by this thread (not re-entrant)")
+        limit = self.timeout if timeout is None else float(timeout)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = time.monotonic() + max(0.0, limit)
+            delay = _FIRST_DELAY
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    holder = self._holder()
+                    who = f" (held by {holder})" if holder else ""
+                    raise LockTimeoutError(
+                        f"{self.path}: could not acquire the lock within {limit:g} s{who}; "
+                        "another hermes-cron process is busy or stuck"
+                    )
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, _MAX_DELAY)
+        except BaseException:
+            os.close(fd)
+            raise
+        # Note who holds it, so a waiter that times out can say so. Best effort only.
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError:
+            pass
+        self._local.fd = fd
+
+    def release(self) -> None:
+        """Release the lock held by this thread."""
+        fd = getattr(self._local, "fd", None)
+        if fd is None:
+            raise RuntimeError(f"{self.path}: lock not held by this thread")
+        self._local.fd = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _holder(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                return fh.read(200).strip()
+        except OSError:
+            return ""
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.release()
+
+
+def fsync_dir(directory: PathArg) -> None:
+    """fsync a folder so a rename inside it is durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    ``mode``: permission bits for the new file; None keeps the existing file's
+    bits, or 0600 for a new file (job records can hold prompts and commands).
+    Raises ``OSError`` on failure; the old file is then untouched and no temp
+    file is left behind.
+    """
+    target = Path(path)
+    folder = target.parent
+    if mode is None:
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o600
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(folder)
