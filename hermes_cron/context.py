@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, List
 
 import attrs
 
@@ -29,6 +29,8 @@ class CronContext:
     :ivar hook: the plugin manager's hook relay (``ctx.hook.run_job``).
     :ivar provider_name: the active provider (``builtin`` or a plugin name).
     :ivar state: scratch space the active provider may keep between calls in this process.
+    :ivar claim_listeners: callables ``(ctx, claim)`` that ``run_one_job`` calls right
+        after each claim, before the run (Chronos arms the next one-shot there).
     """
 
     config: Config
@@ -40,6 +42,7 @@ class CronContext:
     hook: Any
     provider_name: str = "builtin"
     state: Dict[str, Any] = attrs.field(factory=dict)
+    claim_listeners: List[Callable[[CronContext, Any], None]] = attrs.field(factory=list)
 
     @property
     def home(self) -> Path:

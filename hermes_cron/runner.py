@@ -100,7 +100,25 @@ def run_one_job(
         except (ValueError, TypeError) as exc:
             raise UsageError(f"bad fire time {fire_at!r}: {exc}") from None
         claim = ctx.store.claim(job_id, when, owner)
+    notify_claimed(ctx, claim)
     return execute_claim(ctx, claim)
+
+
+def notify_claimed(ctx: CronContext, claim: Claim) -> None:
+    """Call ``ctx.claim_listeners`` with the claim, before anything runs.
+
+    The claim (and a recurring job's advanced ``next_run_at``) is already
+    written, so a listener can act on it before the run starts: Chronos arms
+    the next one-shot here, so a crash mid-run never loses the schedule. A
+    listener that raises is logged and ignored; the run goes on.
+    """
+    for listener in list(getattr(ctx, "claim_listeners", None) or ()):
+        try:
+            listener(ctx, claim)
+        except Exception as exc:
+            _log_for(ctx).warning(
+                "job %s: a claim listener raised %s: %s", claim.job_id, type(exc).__name__, exc
+            )
 
 
 def execute_claim(ctx: CronContext, claim: Claim) -> RunResult:
