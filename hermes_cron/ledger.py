@@ -41,7 +41,7 @@ class RunLedger:
         data = line.encode("utf-8") + b"\n"  # json.dumps escapes newlines in strings
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 # A crash mid-write can leave a last line without its newline; start ours
                 # on a fresh line. Two writers may both add one: an empty line is harmless.

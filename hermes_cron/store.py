@@ -740,6 +740,7 @@ class JobStore:
                 new = _State(None, None, state.head, list(txn.entries))
                 data = new.serialize()
                 try:
+                    self._remove_dead_temps()
                     atomic_write(self.path, data)
                     st = os.stat(self.path)
                 except OSError as exc:
@@ -750,6 +751,21 @@ class JobStore:
             return result
         finally:
             self._lock.release()
+
+    def _remove_dead_temps(self) -> None:
+        """Delete temp files a killed writer left behind. Only a lock holder writes
+        temp files, and we hold the lock: any that exist now belong to a dead process."""
+        prefix = f".{self.path.name}."
+        try:
+            names = [n for n in os.listdir(self.path.parent) if n.startswith(prefix)]
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(".tmp"):
+                try:
+                    os.unlink(self.path.parent / name)
+                except OSError:
+                    pass
 
     # -- reads ----------------------------------------------------------------
 

@@ -1,0 +1,135 @@
+"""The cross-process lock and atomic replace."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers.storekit import new_store, spawn
+
+from hermes_cron.errors import LockTimeoutError
+from hermes_cron.lock import FileLock, atomic_write
+from hermes_cron.paths import HomePaths
+
+
+def test_lock_excludes_other_threads(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "x.lock", timeout=30)
+    inside = 0
+    most = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, most
+        for _ in range(20):
+            with lock:
+                with guard:
+                    inside += 1
+                    most = max(most, inside)
+                time.sleep(0.0005)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1
+
+
+def test_lock_is_not_reentrant(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "x.lock", timeout=5)
+    with lock:
+        assert lock.held
+        with pytest.raises(RuntimeError, match="not re-entrant"):
+            lock.acquire()
+    assert not lock.held
+
+
+def test_lock_timeout_between_threads(tmp_path: Path) -> None:
+    holder = FileLock(tmp_path / "x.lock", timeout=5)
+    waiter = FileLock(tmp_path / "x.lock", timeout=0.2)
+    holder.acquire()
+    try:
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(_try(waiter)))
+        t.start()
+        t.join(30)
+        assert isinstance(result[0], LockTimeoutError)
+    finally:
+        holder.release()
+    waiter.acquire()  # free again
+    waiter.release()
+
+
+def _try(lock: FileLock) -> object:
+    try:
+        lock.acquire()
+    except LockTimeoutError as exc:
+        return exc
+    lock.release()
+    return None
+
+
+def test_lock_held_by_another_process_times_out_with_clear_message(paths: HomePaths, clock) -> None:
+    proc = spawn("hold_lock.py", str(paths.home))
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "locked"
+        store = new_store(paths, clock, lock_timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError) as info:
+            store.pause("anything")
+        waited = time.monotonic() - started
+        assert 0.4 <= waited < 10
+        message = str(info.value)
+        assert str(paths.jobs_lock) in message
+        assert "0.5 s" in message
+        assert f"pid {proc.pid}" in message
+        assert "\n" not in message
+        # Reads do not need the lock.
+        assert store.list_jobs() == []
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    # The kernel released the lock with the process: writes work again.
+    with pytest.raises(Exception, match="no job with id"):
+        new_store(paths, clock, lock_timeout=5).pause("anything")
+
+
+def test_atomic_write_replaces_and_keeps_mode(tmp_path: Path) -> None:
+    target = tmp_path / "f.json"
+    atomic_write(target, b"one")
+    assert target.read_bytes() == b"one"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    os.chmod(target, 0o640)
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_atomic_write_failure_leaves_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "f.json"
+    target.write_bytes(b"old")
+
+    class Boom(Exception):
+        pass
+
+    def bad_write(fd: int, data: object) -> int:
+        raise Boom()
+
+    monkeypatch.setattr(os, "write", bad_write)
+    with pytest.raises(Boom):
+        atomic_write(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
