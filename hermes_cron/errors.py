@@ -50,3 +50,17 @@ class AuthError(HermesCronError):
 
 class PluginError(HermesCronError):
     """A plugin failed to load or to validate."""
+
+
+class NASError(HermesCronError):
+    """A call to the remote trigger service (NAS) failed; the message names the call and status.
+
+    ``retryable`` is True for failures that may heal by themselves (transport
+    errors, timeouts, 5xx): callers stop talking to NAS for the rest of the
+    current pass instead of waiting out every remaining call.
+    """
+
+    def __init__(self, message: str, *, status: "int | None" = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
