@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Generator, List, Optional
 
 from .errors import StoreError
 from .paths import HomePaths
@@ -85,7 +85,7 @@ class RunLedger:
         lines.close()  # release the file at once when stopping early
         return rows
 
-    def _lines_backwards(self) -> Iterator[bytes]:
+    def _lines_backwards(self) -> Generator[bytes, None, None]:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -98,7 +98,10 @@ class RunLedger:
             while pos > 0:
                 step = min(_BLOCK, pos)
                 pos -= step
-                block = os.pread(fd, step, pos) + tail
+                try:
+                    block = os.pread(fd, step, pos) + tail
+                except OSError as exc:
+                    raise StoreError(f"{self.path}: cannot read the run ledger: {exc}") from None
                 lines = block.split(b"\n")
                 # The first piece may continue in the previous block.
                 tail = lines[0]

@@ -1,0 +1,130 @@
+"""Missed runs after downtime: one coalesced catch-up per job, misses recorded, O(1)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any, List
+
+import pytest
+from helpers.storekit import fire_time, make_ctx, sched
+
+from hermes_cron.clock import FakeClock
+from hermes_cron.paths import HomePaths
+from hermes_cron.runner import RunResult, execute_claim, run_one_job
+from hermes_cron.schedules import Schedule
+from hermes_cron.store import MISSED, WON
+from hermes_cron.timeutil import parse_iso, to_iso
+
+
+def _fire_everything_due(ctx: Any) -> List[RunResult]:
+    """What a provider does: fire each due job once (through the shared body)."""
+    return [run_one_job(ctx, job_id, to_iso(at)) for job_id, at in ctx.store.due(ctx.clock.now())]
+
+
+def test_three_day_downtime_runs_each_job_once(paths: HomePaths, clock: FakeClock) -> None:
+    ctx = make_ctx(paths, clock)
+    fast = ctx.store.add(sched("every 1s", clock), command=["true"], name="fast")
+    ten = ctx.store.add(sched("every 10m", clock), command=["true"], name="ten")
+    hourly = ctx.store.add(sched("0 * * * *", clock), command=["true"], name="hourly")
+    firsts = {j["id"]: fire_time(ctx.store, j["id"]) for j in (fast, ten, hourly)}
+
+    clock.advance(3 * 86400 + 30)  # the machine was off for three days
+    results = _fire_everything_due(ctx)
+    assert sorted(r.job_id for r in results) == sorted(firsts)
+    assert all(r.claim == WON and r.status == "ok" for r in results)
+    assert _fire_everything_due(ctx) == []  # no burst: nothing else is due now
+
+    rows = {r["job_id"]: r for r in ctx.ledger.read()}
+    assert len(ctx.ledger.read()) == 3
+    for job_id, first in firsts.items():
+        row = rows[job_id]
+        assert row["coalesced_from"] == to_iso(first)  # the first missed time folded in
+        assert "catch-up" in row["note"]
+        # The run is for the latest missed time, and the schedule resumes after now.
+        assert parse_iso(row["fire_at"]) <= clock.now()
+        assert fire_time(ctx.store, job_id) > clock.now()
+    assert rows[fast["id"]]["fire_at"] == to_iso(clock.now())
+    assert rows[ten["id"]]["fire_at"] == to_iso(clock.now().replace(minute=0, second=0))
+    assert "259230 fire times" in rows[fast["id"]]["note"]
+
+
+def test_beyond_grace_is_missed_and_the_schedule_resumes(
+    paths: HomePaths, clock: FakeClock
+) -> None:
+    ctx = make_ctx(paths, clock, misfire_grace=3600)
+    daily = ctx.store.add(sched("0 9 * * *", clock), command=["true"], name="daily")
+    strict = ctx.store.add(sched("every 10m", clock), command=["true"], misfire_grace=60)
+    once = ctx.store.add(sched("+2h", clock), command=["true"])
+
+    clock.set(clock.now() + timedelta(days=3, hours=1, minutes=3))  # 13:03 UTC, 3 days on
+    results = {r.job_id: r for r in _fire_everything_due(ctx)}
+    assert results[daily["id"]].claim == MISSED  # 09:00 was 4 h ago: beyond the hour of grace
+    assert results[strict["id"]].claim == MISSED  # 13:00 was 3 min ago, grace is 60 s
+    assert results[once["id"]].claim == MISSED
+    assert _fire_everything_due(ctx) == []
+
+    rows = {r["job_id"]: r for r in ctx.ledger.read()}
+    assert {r["status"] for r in rows.values()} == {"missed"}
+    assert "late" in rows[daily["id"]]["error"] and rows[daily["id"]]["output"] is None
+    assert ctx.store.get(once["id"])["state"] == "completed"
+    assert ctx.store.get(once["id"])["last_status"] == "missed"
+
+    # The recurring ones were never stopped: their next fires run normally.
+    record = ctx.store.get(daily["id"])
+    assert record["state"] == "scheduled" and record["last_status"] == "missed"
+    clock.set(fire_time(ctx.store, daily["id"]))
+    assert [r.status for r in _fire_everything_due(ctx) if r.job_id == daily["id"]] == ["ok"]
+    clock.set(fire_time(ctx.store, strict["id"]))
+    assert run_one_job(ctx, strict["id"], to_iso(clock.now())).status == "ok"
+
+
+def test_catch_up_at_start_records_misses_in_one_write(paths: HomePaths, clock: FakeClock) -> None:
+    ctx = make_ctx(paths, clock, misfire_grace=600)
+    jobs = [ctx.store.add(sched("every 1h", clock), command=["true"]) for _ in range(3)]
+    within = ctx.store.add(sched("every 1h", clock), command=["true"], misfire_grace=7200)
+    clock.advance(3600 + 1800)  # 30 min after the fire: beyond 600 s, within 7200 s
+    claims = ctx.store.catch_up()
+    assert sorted(c.job_id for c in claims) == sorted(j["id"] for j in jobs)
+    assert all(c.outcome == MISSED for c in claims)
+    for claim in claims:
+        execute_claim(ctx, claim)
+    assert len(ctx.ledger.read()) == 3
+    # The one within its own grace is left due, for the caller to claim and run.
+    assert [job_id for job_id, _ in ctx.store.due(clock.now())] == [within["id"]]
+    assert ctx.store.catch_up() == []  # idempotent
+
+
+def test_catch_up_costs_o1_per_job(
+    paths: HomePaths, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = make_ctx(paths, clock)
+    job = ctx.store.add(sched("every 1s", clock), command=["true"])
+    cron = ctx.store.add(sched("* * * * *", clock), command=["true"])
+    calls = {"next_after": 0, "latest_at_or_before": 0}
+    for name in calls:
+        real = getattr(Schedule, name)
+
+        def counting(self: Schedule, when: Any, _real: Any = real, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _real(self, when)
+
+        monkeypatch.setattr(Schedule, name, counting)
+    clock.advance(3 * 86400)  # 259,200 missed fires of the 1 s job
+    began = time.monotonic()
+    won = ctx.store.claim(job["id"], parse_iso(job["next_run_at"]), "me")
+    won_cron = ctx.store.claim(cron["id"], parse_iso(cron["next_run_at"]), "me")
+    elapsed = time.monotonic() - began
+    assert won.outcome == WON and won.fire_at == clock.now()
+    assert won_cron.outcome == WON and won_cron.fire_at == clock.now().replace(second=0)
+    assert calls["next_after"] <= 2 and calls["latest_at_or_before"] <= 4
+    assert elapsed < 2.0  # enumerating 259,200 times would take far longer
+    # And a miss beyond grace is O(1) too: a 2-hourly job with 60 s of grace, a month late.
+    slow = ctx.store.add(sched("every 2h", clock), command=["true"], misfire_grace=60)
+    for key in calls:
+        calls[key] = 0
+    clock.advance(30 * 86400 + 3600)
+    missed = ctx.store.claim(slow["id"], parse_iso(slow["next_run_at"]), "me")
+    assert missed.outcome == MISSED
+    assert calls["next_after"] <= 1 and calls["latest_at_or_before"] <= 1
+    assert fire_time(ctx.store, slow["id"]) == clock.now() + timedelta(hours=1)
