@@ -1,0 +1,203 @@
+"""Helpers for the Chronos, NAS client, auth, fire-token and webhook tests."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import hermes_cron_builtin_plugins.chronos as chronos
+import httpx
+import jwt
+import pluggy
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from hermes_cron.clock import Clock
+from hermes_cron.context import CronContext
+from hermes_cron.executor import DefaultExecutor
+from hermes_cron.hookspec import PROJECT_NAME, hookimpl
+from hermes_cron.ledger import RunLedger
+from hermes_cron.paths import HomePaths
+from hermes_cron.store import JobStore
+
+PORTAL = "https://nas.test"
+CALLBACK = "https://agent.test"
+AUDIENCE = "agent-1234"
+JWKS_URL = "https://nas.test/.well-known/jwks.json"
+ACCESS_TOKEN = "access-1"
+REFRESH_TOKEN = "refresh-1"
+
+
+def chronos_config(**overrides: Any) -> Dict[str, Any]:
+    chronos_section = {
+        "portal_url": PORTAL,
+        "callback_url": CALLBACK,
+        "expected_audience": AUDIENCE,
+        "nas_jwks_url": JWKS_URL,
+        "timeout": 2.0,
+        "retries": 2,
+        "backoff": 0,
+    }
+    chronos_section.update(overrides)
+    return {"cron": {"provider": "chronos", "chronos": chronos_section}}
+
+
+def write_config(home: Path, config: Dict[str, Any]) -> None:
+    (home / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def write_auth(
+    home: Path,
+    access_token: Optional[str] = ACCESS_TOKEN,
+    refresh_token: Optional[str] = REFRESH_TOKEN,
+    expires_in: Optional[float] = 3600,
+) -> Path:
+    state: Dict[str, Any] = {}
+    if access_token is not None:
+        state["access_token"] = access_token
+    if refresh_token is not None:
+        state["refresh_token"] = refresh_token
+    if expires_in is not None:
+        state["expires_at"] = (
+            datetime.now(timezone.utc) + timedelta(seconds=expires_in)
+        ).isoformat()
+    path = home / "auth.json"
+    path.write_text(json.dumps({"providers": {"nous": state}}), encoding="utf-8")
+    os.chmod(path, 0o600)
+    return path
+
+
+class _TestBuiltin:
+    """The built-in default fire_due (claim + run), as the real built-in provides it."""
+
+    @hookimpl(trylast=True)
+    def fire_due(self, ctx: CronContext, job_id: str, fire_at: str) -> Any:
+        return ctx.run_one_job(job_id, fire_at)
+
+
+def make_ctx(
+    home: Path,
+    clock: Clock,
+    config: Dict[str, Any],
+    *,
+    listeners: bool = True,
+    extra_plugins: Optional[List[Any]] = None,
+) -> CronContext:
+    """A service context with Chronos active over the built-in default fire_due."""
+    from hermes_cron.config import DEFAULTS, deep_merge
+
+    full = deep_merge(DEFAULTS, config)
+    paths = HomePaths.at(home)
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(importlib.import_module("hermes_cron.hookspec"))
+    pm.register(_TestBuiltin(), name="builtin")
+    pm.register(DefaultExecutor(), name="executor")
+    pm.register(chronos, name="chronos")
+    for plugin in extra_plugins or []:
+        pm.register(plugin)
+    pm.check_pending()
+    ctx = CronContext(
+        config=full,
+        store=JobStore(paths, clock=clock, lock_timeout=30.0),
+        ledger=RunLedger(paths),
+        clock=clock,
+        logger=logging.getLogger("test.chronos"),
+        paths=paths,
+        hook=pm.hook,
+        provider_name="chronos",
+    )
+    if not listeners:
+        ctx.claim_listeners = None  # type: ignore[assignment]  # a runtime without them
+    return ctx
+
+
+def nas_calls(httpx_mock: Any) -> List[tuple]:
+    """``(method, path, json body or None)`` of every request made to NAS, in order."""
+    calls = []
+    for request in httpx_mock.get_requests():
+        body = json.loads(request.content) if request.content else None
+        calls.append((request.method, request.url.path, body))
+    return calls
+
+
+def mock_nas(
+    httpx_mock: Any,
+    *,
+    armed: Optional[List[Dict[str, str]]] = None,
+    on_provision: Optional[Callable[[httpx.Request], None]] = None,
+) -> None:
+    """Answer list / provision / cancel like NAS would, any number of times (all optional)."""
+
+    def provision(request: httpx.Request) -> httpx.Response:
+        if on_provision is not None:
+            on_provision(request)
+        body = json.loads(request.content)
+        return httpx.Response(200, json={"schedule_id": f"s-{body['job_id']}"})
+
+    httpx_mock.add_response(
+        method="GET",
+        url=f"{PORTAL}/api/agent-cron/list",
+        json={"armed": armed or []},
+        is_reusable=True,
+        is_optional=True,
+    )
+    httpx_mock.add_callback(
+        provision,
+        method="POST",
+        url=f"{PORTAL}/api/agent-cron/provision",
+        is_reusable=True,
+        is_optional=True,
+    )
+    httpx_mock.add_response(
+        method="POST",
+        url=f"{PORTAL}/api/agent-cron/cancel",
+        json={"ok": True},
+        is_reusable=True,
+        is_optional=True,
+    )
+
+
+# -- keys and tokens --------------------------------------------------------------
+
+
+@functools.cache
+def rsa_key(n: int = 0) -> rsa.RSAPrivateKey:
+    """A 2048-bit RSA key, made once per process for each ``n``."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def public_jwk(key: rsa.RSAPrivateKey, kid: str, **extra: Any) -> Dict[str, Any]:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": kid, "use": "sig"})
+    jwk.update(extra)
+    return jwk
+
+
+def fire_claims(**overrides: Any) -> Dict[str, Any]:
+    now = int(time.time())
+    claims: Dict[str, Any] = {
+        "iss": PORTAL,
+        "aud": AUDIENCE,
+        "purpose": "cron_fire",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 60,
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def mint(key: Any, kid: str = "k1", alg: str = "RS256", **overrides: Any) -> str:
+    return jwt.encode(fire_claims(**overrides), key, algorithm=alg, headers={"kid": kid})
+
+
+def python() -> str:
+    return sys.executable
