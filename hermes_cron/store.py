@@ -416,11 +416,12 @@ def _copy_json(value: Any) -> Any:
 class _Entry:
     """One element of the ``jobs`` array, validated once.
 
-    ``raw`` is the element's exact source text (None once this process changed it);
-    ``job`` is None when the element is invalid (``error`` says why).
+    ``raw`` is the element's text in the file: its exact source as read, or the JSON
+    this process wrote for it. ``job`` is None when the element is invalid (``error``
+    says why).
     """
 
-    raw: Optional[str]
+    raw: str
     value: Any
     job: Optional[Job] = None
     schedule: Optional[Schedule] = None
@@ -428,7 +429,7 @@ class _Entry:
     error: Optional[str] = None
 
     @classmethod
-    def parse(cls, value: Any, raw: Optional[str]) -> _Entry:
+    def parse(cls, value: Any, raw: str) -> _Entry:
         try:
             job, schedule, next_run = _check_record(value)
         except _Invalid as exc:
@@ -440,11 +441,6 @@ class _Entry:
         value = self.value.get("id") if isinstance(self.value, dict) else None
         return value if isinstance(value, str) else None
 
-    def text(self) -> str:
-        if self.raw is not None:
-            return self.raw
-        return json.dumps(self.job, ensure_ascii=False)
-
 
 class _State:
     """One version of the file, parsed. Immutable once built; derived views are lazy."""
@@ -455,13 +451,22 @@ class _State:
         data: Optional[bytes],
         head: List[Tuple[str, str]],
         entries: List[_Entry],
+        by_id: Optional[Dict[str, int]] = None,
+        bad: Optional[Dict[int, str]] = None,
     ) -> None:
         self.token = token
         self.data = data
         self.head = head
         self.entries = entries
-        self.by_id: Dict[str, int] = {}
-        self.bad: Dict[int, str] = {}  # index -> error, for quarantined entries
+        self._jobs: Optional[List[Job]] = None
+        self._quarantined: Optional[List[Quarantined]] = None
+        self._due: Optional[Tuple[List[datetime], List[str]]] = None
+        if by_id is not None and bad is not None:
+            # Handed over by a mutation that kept every position: no need to rebuild.
+            self.by_id, self.bad = by_id, bad
+            return
+        self.by_id = {}
+        self.bad = {}  # index -> error, for quarantined entries
         for index, entry in enumerate(entries):
             if entry.job is None:
                 self.bad[index] = entry.error or "invalid record"
@@ -472,9 +477,6 @@ class _State:
                 self.bad[index] = f"duplicate id {job_id!r} (first used by record #{first + 1})"
             else:
                 self.by_id[job_id] = index
-        self._jobs: Optional[List[Job]] = None
-        self._quarantined: Optional[List[Quarantined]] = None
-        self._due: Optional[Tuple[List[datetime], List[str]]] = None
 
     @property
     def jobs(self) -> List[Job]:
@@ -516,17 +518,13 @@ class _State:
         return self._due
 
     def serialize(self) -> bytes:
-        """The file's bytes. Entries built in this process get their text as ``raw``, so a
-        later reload recognises them and does not validate them again."""
-        for index, entry in enumerate(self.entries):
-            if entry.raw is None:
-                self.entries[index] = attrs.evolve(entry, raw=entry.text())
+        """The file's bytes: every record's ``raw`` text, one per line."""
         parts = ['{\n  "version": 1,\n']
         for key, raw in self.head:
             parts.append(f"  {json.dumps(key, ensure_ascii=False)}: {raw},\n")
         if self.entries:
             parts.append('  "jobs": [\n    ')
-            parts.append(",\n    ".join(e.text() for e in self.entries))
+            parts.append(",\n    ".join([e.raw for e in self.entries]))
             parts.append("\n  ]\n}\n")
         else:
             parts.append('  "jobs": []\n}\n')
@@ -542,6 +540,7 @@ class _Txn:
         self.now = now
         self.entries = state.entries
         self.changed = False
+        self.deleted = False
         self._index: Optional[Dict[str, int]] = None
 
     def _own(self) -> None:
@@ -573,7 +572,8 @@ class _Txn:
     def put(self, job: Job, schedule: Schedule) -> None:
         """Store ``job`` (a new dict, never one handed out before) in place of its old record."""
         next_run = parse_iso(job["next_run_at"]) if job.get("next_run_at") else None
-        entry = _Entry(raw=None, value=job, job=job, schedule=schedule, next_run=next_run)
+        raw = json.dumps(job, ensure_ascii=False)
+        entry = _Entry(raw=raw, value=job, job=job, schedule=schedule, next_run=next_run)
         self._own()
         assert self._index is not None
         index = self._index.get(job["id"])
@@ -588,6 +588,7 @@ class _Txn:
         assert self._index is not None
         index = self._index.pop(job_id)
         del self.entries[index]
+        self.deleted = True
         # Positions after the deleted one moved down by one.
         self._index = {k: (v - 1 if v > index else v) for k, v in self._index.items()}
 
@@ -717,7 +718,7 @@ class JobStore:
         except RecursionError:
             raise self._corrupt("not valid JSON: nested too deeply") from None
         # Records whose source text did not change keep their validated entry.
-        known = {e.raw: e for e in previous.entries if e.raw is not None}
+        known = {e.raw: e for e in previous.entries}
         entries = []
         for value, raw in records:
             entry = known.get(raw)
@@ -737,7 +738,10 @@ class JobStore:
             txn = _Txn(self, state, self.clock.now())
             result = fn(txn)
             if txn.changed:
-                new = _State(None, None, state.head, list(txn.entries))
+                if txn.deleted:
+                    new = _State(None, None, state.head, txn.entries)
+                else:
+                    new = _State(None, None, state.head, txn.entries, txn._index, state.bad)
                 data = new.serialize()
                 try:
                     self._remove_dead_temps()
