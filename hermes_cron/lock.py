@@ -61,8 +61,8 @@ class FileLock:
     def acquire(self, timeout: Optional[float] = None) -> None:
         """Take the lock, waiting at most ``timeout`` seconds (default: the lock's own).
 
-        Raises ``LockTimeoutError`` when the wait expires, ``StoreError``-family
-        errors never come from here: an OS error opening the lock file propagates.
+        Raises ``LockTimeoutError`` when the wait expires, and ``OSError`` when the
+        lock file cannot be opened (the store turns that into a ``StoreError``).
         """
         if self.held:
             raise RuntimeError(f"{self.path}: lock already held by this thread (not re-entrant)")
