@@ -472,3 +472,24 @@ def test_start_with_an_unusable_login_reports_it(
     assert "refresh_token" in summary["errors"][0]
     assert httpx_mock.get_requests() == []
     chronos.chronos_state(ctx).client.close()
+
+
+def test_a_401_from_nas_refreshes_the_login_and_retries_once(
+    ctx: CronContext, httpx_mock: Any, chronos_home: Path
+) -> None:
+    job = add_job(ctx, "every 1h")
+    httpx_mock.add_response(url=PORTAL + PROVISION, status_code=401)
+    httpx_mock.add_response(
+        method="POST",
+        url=PORTAL + "/api/oauth/token",
+        json={"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 3600},
+    )
+    httpx_mock.add_response(url=PORTAL + PROVISION, json={"schedule_id": "s"})
+    summary = chronos.on_jobs_changed(ctx, [job["id"]])
+    assert summary["armed"] == 1 and summary["errors"] == []
+    first, refresh, retry = httpx_mock.get_requests()
+    assert first.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
+    assert refresh.url.path == "/api/oauth/token"
+    assert retry.headers["Authorization"] == "Bearer access-2"
+    stored = json.loads((chronos_home / "auth.json").read_text())["providers"]["nous"]
+    assert stored["access_token"] == "access-2" and stored["refresh_token"] == "refresh-2"
