@@ -33,7 +33,19 @@ from hermes_cron.schedules import parse_schedule
 from hermes_cron.store import JobStore
 from hermes_cron.timeutil import UTC, to_iso
 
-SCHEDULES = [("*/5 * * * *", "UTC"), ("every 90s", "UTC"), ("30 9 * * 1-5", "Europe/Paris")]
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Sydney"]
+
+
+def _schedule_text(i: int) -> str:
+    """Varied schedules, so no cache inside the schedule code makes them look cheap."""
+    kind = i % 4
+    if kind == 0:
+        return f"{i % 60} {i % 24} * * *"
+    if kind == 1:
+        return f"every {30 + i % 997}s"
+    if kind == 2:
+        return f"*/{1 + i % 29} {i % 12}-{12 + i % 12} * * 1-5"
+    return f"{i % 60} {i % 24} {1 + i % 28} * *"
 
 
 def _rate(fn: Callable[[int], object], count: int) -> float:
@@ -52,15 +64,17 @@ def _seconds(fn: Callable[[], object]) -> float:
 def _populate(home: Path, size: int, clock: FakeClock) -> None:
     """Write ``size`` jobs at once (adding them one by one would rewrite the file N times)."""
     seed = JobStore(HomePaths.at(home / "seed"), clock=clock)
-    templates = [
-        seed.add(parse_schedule(text, tz=tz, now=clock.now()), command=["true", text])
-        for text, tz in SCHEDULES
-    ]
+    template = seed.add(parse_schedule("every 1h", now=clock.now()), command=["true"])
     records = []
     for i in range(size):
-        record = dict(templates[i % len(templates)])
+        text = _schedule_text(i)
+        schedule = parse_schedule(text, tz=ZONES[i % len(ZONES)], now=clock.now())
+        record = dict(template)
         record["id"] = f"bench{i:06d}"
         record["name"] = f"bench job {i}"
+        record["command"] = ["true", str(i)]
+        record["schedule"] = schedule.to_record()
+        record["next_run_at"] = to_iso(schedule.next_after(clock.now()))
         records.append(json.dumps(record))
     paths = HomePaths.at(home)
     paths.cron_dir.mkdir(parents=True, exist_ok=True)
