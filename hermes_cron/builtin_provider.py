@@ -1,0 +1,444 @@
+"""The built-in provider: an in-process scheduler that sleeps until the next due time.
+
+It is registered in code (never discovered) with ``trylast`` implementations of
+every provider hook, so it answers any hook the selected provider leaves out
+and is the fallback when no provider is usable.
+
+The loop (``start``):
+
+1. catch-up: ``store.catch_up()`` records missed fires and interrupted runs;
+2. repeat until ``stop_event`` is set:
+
+   * ``now = clock.now()``; ``store.due(now)``; claim every due job in one
+     locked write (``store.claim_many`` with a fresh owner token), in the loop
+     thread; hand each claim that needs recording or running (won, skipped,
+     missed) to a bounded worker pool (``cron.max_workers``) that calls
+     ``runner.execute_claim``, so one slow job never delays the loop;
+   * sleep with ``clock.wait`` until the earliest ``next_run_at``, but at most
+     ``POLL_CAP`` (1 s): a change to ``jobs.json`` by another process is noticed
+     within a second (the store re-reads only when the file's stat token
+     changed), and a suspend or a wall-clock jump is noticed within a second of
+     the process running again. There is no fixed tick and no one-minute floor.
+     ``on_jobs_changed`` in this process wakes the loop at once.
+
+   Wall time is read again after every wake, so a clock jump or a suspend goes
+   through the store's missed-run policy (one coalesced catch-up within
+   ``misfire_grace``, else ``missed``), and a clock that went backwards fires
+   nothing twice (``next_run_at`` was already advanced). The overlap rule (a
+   recurring job still running is skipped) lives in the store's claim.
+
+3. on stop: wait up to ``min(cron.job_timeout, 30 s)`` for running jobs; claims
+   that were won but never started are released with an ``error`` record.
+
+Failures never stop the loop: an exception in a job or in an iteration is
+logged and recorded in ``cron/status.json`` (``last_error``); repeated
+iteration failures back off (0.5 s doubling up to 30 s). The heartbeat in
+``cron/status.json`` is refreshed every ``HEARTBEAT_INTERVAL`` seconds.
+
+Workers are daemon threads (not ``concurrent.futures``, whose workers the
+interpreter joins at exit): a daemon asked to stop exits after the bounded
+wait even while a job still runs; that job's claim then goes stale and the
+next catch-up records it as interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+
+import attrs
+
+from .config import cfg_get
+from .hookspec import hookimpl
+from .runner import RunResult, execute_claim, new_owner_token
+from .status_file import HEARTBEAT_INTERVAL, record_error, record_stopped, write_heartbeat
+from .store import INTERRUPTED, MISSED, SKIPPED, WON, Claim
+from .timeutil import to_iso
+
+log = logging.getLogger("hermes_cron.builtin")
+
+#: Longest sleep between two looks at the store, in seconds.
+POLL_CAP = 1.0
+#: How often the loop re-runs the catch-up (stale claims of crashed processes), in seconds.
+RECONCILE_INTERVAL = 60.0
+#: Sleep when due jobs could not be claimed (held elsewhere), so the loop never spins.
+STUCK_BACKOFF = 0.5
+#: Longest wait for running jobs when the loop stops.
+STOP_WAIT_CAP = 30.0
+#: Claim outcomes the workers act on (run, or record a skip / miss / interruption).
+ACTIONABLE = (WON, SKIPPED, MISSED, INTERRUPTED)
+
+
+def _max_workers(ctx: Any) -> int:
+    value = cfg_get(ctx.config, "cron", "max_workers", default=4)
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 4
+
+
+def _stop_wait(ctx: Any) -> float:
+    value = cfg_get(ctx.config, "cron", "job_timeout", default=600)
+    try:
+        return max(0.0, min(float(value), STOP_WAIT_CAP))
+    except (TypeError, ValueError):
+        return STOP_WAIT_CAP
+
+
+def catch_up(ctx: Any) -> Dict[str, Any]:
+    """Apply the missed-run policy and clear interrupted runs; record every one of them.
+
+    :returns: ``{"provider": "builtin", "missed": [ids], "interrupted": [ids],
+        "next_due_at": ISO or None}``.
+    """
+    claims = ctx.store.catch_up()
+    missed: List[str] = []
+    interrupted: List[str] = []
+    for claim in claims:
+        execute_claim(ctx, claim)  # writes the ledger row of a miss / interruption
+        (interrupted if claim.outcome == INTERRUPTED else missed).append(claim.job_id)
+    nxt = ctx.store.next_due_at()
+    return {
+        "provider": "builtin",
+        "missed": missed,
+        "interrupted": interrupted,
+        "next_due_at": to_iso(nxt) if nxt else None,
+    }
+
+
+def run_due_once(ctx: Any, *, max_workers: Optional[int] = None) -> Dict[str, Any]:
+    """``hermes-cron tick``: catch up, claim what is due now, run it, wait for it.
+
+    :returns: the catch-up summary plus ``results``: one ``RunResult`` as a dict per
+        claim that was acted on.
+    """
+    summary = catch_up(ctx)
+    due = ctx.store.due(ctx.clock.now())
+    claims = ctx.store.claim_many(due, new_owner_token()) if due else []
+    todo = [c for c in claims if c.outcome in ACTIONABLE]
+    results: List[RunResult] = []
+    if todo:
+        with ThreadPoolExecutor(max_workers or _max_workers(ctx), "hermes-cron-tick") as pool:
+            results = list(pool.map(lambda c: execute_claim(ctx, c), todo))
+    summary["results"] = [attrs.asdict(r) for r in results]
+    return summary
+
+
+class _Workers:
+    """A bounded pool of daemon threads fed from a queue (see the module docstring)."""
+
+    def __init__(self, size: int, work: Callable[[Claim], None]) -> None:
+        self.size = size
+        self._work = work
+        self._queue: queue.Queue[Optional[Claim]] = queue.Queue()
+        self._threads: List[threading.Thread] = []
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._pending = 0
+
+    def submit(self, claim: Claim) -> None:
+        with self._cond:
+            self._pending += 1
+            idle = len(self._threads) - self._busy
+            if self._pending > idle and len(self._threads) < self.size:
+                thread = threading.Thread(
+                    target=self._run,
+                    name=f"hermes-cron-worker-{len(self._threads) + 1}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
+        self._queue.put(claim)
+
+    def _run(self) -> None:
+        while True:
+            claim = self._queue.get()
+            if claim is None:
+                return
+            with self._cond:
+                self._busy += 1
+            try:
+                self._work(claim)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    @property
+    def running(self) -> int:
+        with self._cond:
+            return self._busy
+
+    @property
+    def pending(self) -> int:
+        """Claims queued or running."""
+        with self._cond:
+            return self._pending
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def close(self) -> List[Claim]:
+        """Stop the threads after their current job; return the claims never started."""
+        left: List[Claim] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                left.append(item)
+                with self._cond:
+                    self._pending -= 1
+        for _ in self._threads:
+            self._queue.put(None)
+        return left
+
+
+class BuiltinLoop:
+    """One run of the built-in scheduling loop (``BuiltinProvider.start`` builds one)."""
+
+    def __init__(self, ctx: Any, stop_event: threading.Event, wake: threading.Event) -> None:
+        self.ctx = ctx
+        self.stop_event = stop_event
+        self.wake = wake
+        self.runs = 0
+        self.errors = 0
+        self._last_heartbeat = float("-inf")
+        self._last_reconcile = float("-inf")
+        self._started_at: Optional[datetime] = None
+        self.workers = _Workers(_max_workers(ctx), self._execute)
+
+    # -- pieces ----------------------------------------------------------------
+
+    def _record(self, message: str, source: str = "loop") -> None:
+        self.errors += 1
+        record_error(self.ctx.paths, message, now=self.ctx.clock.now(), source=source)
+
+    def _execute(self, claim: Claim) -> None:
+        try:
+            result = execute_claim(self.ctx, claim)
+        except Exception as exc:  # execute_claim should not raise; a bug must not kill a worker
+            log.exception("job %s: firing failed", claim.job_id)
+            self._record(f"job {claim.job_id}: firing failed: {type(exc).__name__}: {exc}", "job")
+            return
+        if result.ran:
+            self.runs += 1
+            log.info(
+                "job %s (fire %s): %s%s",
+                result.job_id,
+                result.fire_at,
+                result.status,
+                f": {result.error}" if result.error else "",
+            )
+        else:
+            log.info("job %s (fire %s): %s", result.job_id, result.fire_at, result.claim)
+
+    def heartbeat(self, *, force: bool = False) -> None:
+        mono = time.monotonic()
+        if not force and mono - self._last_heartbeat < HEARTBEAT_INTERVAL:
+            return
+        self._last_heartbeat = mono
+        try:
+            nxt = self.ctx.store.next_due_at()
+        except Exception:  # the store's fault is recorded by the iteration
+            nxt = None
+        write_heartbeat(
+            self.ctx.paths,
+            now=self.ctx.clock.now(),
+            provider="builtin",
+            started_at=self._started_at,
+            running=self.workers.running,
+            runs=self.runs,
+            next_due_at=to_iso(nxt) if nxt else None,
+        )
+
+    def catch_up(self) -> None:
+        self._last_reconcile = time.monotonic()
+        for claim in self.ctx.store.catch_up():
+            self.workers.submit(claim)
+
+    def iteration(self) -> float:
+        """Claim and dispatch what is due; return how long to sleep."""
+        if time.monotonic() - self._last_reconcile >= RECONCILE_INTERVAL:
+            self.catch_up()
+        store = self.ctx.store
+        due = store.due(self.ctx.clock.now())
+        progressed = False
+        if due:
+            for claim in store.claim_many(due, new_owner_token()):
+                if claim.outcome in ACTIONABLE:
+                    self.workers.submit(claim)
+                    progressed = True
+                else:
+                    log.debug(
+                        "job %s: not claimed: %s (%s)", claim.job_id, claim.outcome, claim.reason
+                    )
+        nxt = store.next_due_at()
+        if nxt is None:
+            return POLL_CAP
+        delay = (nxt - self.ctx.clock.now()).total_seconds()
+        if delay <= 0 and due and not progressed:
+            return STUCK_BACKOFF
+        # A hair past the due time, so a wake-up never lands just before it.
+        return min(POLL_CAP, max(0.0, delay + 0.0005))
+
+    # -- the loop ----------------------------------------------------------------
+
+    def run(self) -> Dict[str, Any]:
+        ctx, stop = self.ctx, self.stop_event
+        self._started_at = ctx.clock.now()
+        log.info("built-in scheduler started (max_workers=%d)", self.workers.size)
+        watcher = threading.Thread(
+            target=lambda: (stop.wait(), self.wake.set()),
+            name="hermes-cron-stop-watch",
+            daemon=True,
+        )
+        watcher.start()
+        self.heartbeat(force=True)
+        failures = 0
+        try:
+            self.catch_up()
+        except Exception as exc:
+            failures = 1
+            log.error("catch-up failed: %s", exc)
+            self._record(f"catch-up failed: {exc}")
+        while not stop.is_set():
+            self.wake.clear()
+            if stop.is_set():
+                break
+            try:
+                timeout = self.iteration()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                timeout = min(30.0, 0.5 * 2 ** (failures - 1))
+                log.error("scheduler iteration failed (retry in %.1f s): %s", timeout, exc)
+                if failures == 1 or failures % 10 == 0:
+                    self._record(f"scheduler iteration failed: {type(exc).__name__}: {exc}")
+            try:
+                self.heartbeat()
+            except Exception:  # pragma: no cover - write_heartbeat logs and never raises
+                log.exception("heartbeat failed")
+            if stop.is_set():
+                break
+            ctx.clock.wait(self.wake, timeout)
+        return self._stop()
+
+    def _stop(self) -> Dict[str, Any]:
+        wait = _stop_wait(self.ctx)
+        if not self.workers.wait_idle(wait):
+            log.warning(
+                "stopping with %d job(s) still running after %.0f s; their claims will be "
+                "recorded as interrupted by the next catch-up",
+                self.workers.running,
+                wait,
+            )
+        abandoned = self.workers.close()
+        for claim in abandoned:
+            self._release(claim)
+        record_stopped(self.ctx.paths, now=self.ctx.clock.now())
+        log.info("built-in scheduler stopped (%d runs)", self.runs)
+        return {
+            "provider": "builtin",
+            "stopped": True,
+            "runs": self.runs,
+            "errors": self.errors,
+            "still_running": self.workers.running,
+            "abandoned": [c.job_id for c in abandoned],
+        }
+
+    def _release(self, claim: Claim) -> None:
+        """A claim queued but never started when the loop stopped: record it so nothing is
+        silently dropped (a skip or miss gets its row; a won claim ends as ``error``)."""
+        try:
+            if claim.outcome != WON:
+                execute_claim(self.ctx, claim)
+                return
+            now = self.ctx.clock.now()
+            reason = "not started: the scheduler stopped first"
+            self.ctx.store.finish_run(
+                claim.job_id, claim.owner, status="error", error=reason, started_at=now
+            )
+            self.ctx.ledger.append(
+                {
+                    "job_id": claim.job_id,
+                    "fire_at": to_iso(claim.fire_at),
+                    "provider": "builtin",
+                    "started_at": to_iso(now),
+                    "finished_at": to_iso(now),
+                    "status": "error",
+                    "output": None,
+                    "error": reason,
+                    "owner": claim.owner,
+                }
+            )
+        except Exception as exc:
+            log.error("job %s: cannot release its claim: %s", claim.job_id, exc)
+
+
+class BuiltinProvider:
+    """The built-in provider (register one instance per plugin manager, last)."""
+
+    name = "builtin"
+
+    def __init__(self) -> None:
+        self._wakes: Set[threading.Event] = set()
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        """Wake every loop this instance runs (a job changed in this process)."""
+        with self._lock:
+            for event in self._wakes:
+                event.set()
+
+    @hookimpl(trylast=True)
+    def is_available(self, config: Any) -> bool:
+        """Always available: the built-in needs nothing."""
+        return True
+
+    @hookimpl(trylast=True)
+    def start(self, ctx: Any, stop_event: threading.Event) -> Dict[str, Any]:
+        """Run the scheduling loop until ``stop_event`` is set; returns a summary."""
+        wake = threading.Event()
+        with self._lock:
+            self._wakes.add(wake)
+        try:
+            return BuiltinLoop(ctx, stop_event, wake).run()
+        finally:
+            with self._lock:
+                self._wakes.discard(wake)
+
+    @hookimpl(trylast=True)
+    def reconcile(self, ctx: Any) -> Dict[str, Any]:
+        """Apply the missed-run policy now (see ``catch_up``) and wake the loop."""
+        summary = catch_up(ctx)
+        self.wake()
+        return summary
+
+    @hookimpl(trylast=True)
+    def on_jobs_changed(self, ctx: Any, job_ids: Sequence[str]) -> bool:
+        """Wake the loop so it recomputes its next due time."""
+        self.wake()
+        return True
+
+    @hookimpl(trylast=True)
+    def fire_due(self, ctx: Any, job_id: str, fire_at: str) -> RunResult:
+        """The default fire: claim, run, record (``ctx.run_one_job``)."""
+        return ctx.run_one_job(job_id, fire_at)
+
+
+__all__ = ["POLL_CAP", "BuiltinLoop", "BuiltinProvider", "catch_up", "run_due_once"]

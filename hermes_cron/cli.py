@@ -1,0 +1,602 @@
+"""``hermes-cron``: the command line (SPEC §8). Every command goes through ``CronService``.
+
+Errors: a ``HermesCronError`` (bad input, unknown job, corrupt ``jobs.json``...)
+prints one line ``hermes-cron: <message>`` on stderr and exits 2 with nothing
+changed; any other exception prints one line and exits 1 (with the traceback
+under ``--debug`` or ``HERMES_CRON_DEBUG=1``). ``run`` exits 1 when the job it
+ran failed.
+
+Startup is kept short: heavy modules (the service, schedules, the webhook
+server) are imported by the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from datetime import datetime
+from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence
+
+from .errors import HermesCronError, UsageError
+
+PROG = "hermes-cron"
+DEBUG_ENV = "HERMES_CRON_DEBUG"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line (``UsageError``) instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------------------
+# Output helpers
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"{PROG}: warning: {_one_line(message)}\n")
+
+
+def _fmt_time(iso: Optional[str], zone: Optional[str] = None) -> str:
+    """``2026-03-02 13:00:05 CET`` in ``zone`` (default: the system zone); ``-`` for None."""
+    if not iso:
+        return "-"
+    from .timeutil import get_zone, parse_iso
+
+    try:
+        dt = parse_iso(iso)
+        dt = dt.astimezone(get_zone(zone)) if zone else dt.astimezone()
+    except ValueError:
+        return str(iso)
+    return dt.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def _table(rows: List[List[str]], header: List[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths))
+        sys.stdout.write(line.rstrip() + "\n")
+
+
+def _shorten(text: Any, limit: int) -> str:
+    text = _one_line(text or "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def _service(args: argparse.Namespace) -> Any:
+    from .service import CronService
+
+    return CronService.from_home(args.home)
+
+
+def _quarantine_warnings(service: Any, snap: Any) -> None:
+    for q in snap.quarantined:
+        _warn(f"quarantined {q.error} (never run; fix it in {service.store.path})")
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    command: Optional[List[str]] = args.command_argv
+    if command is not None and args.prompt is not None:
+        raise UsageError("add: give either --prompt TEXT or -- CMD ARGS..., not both")
+    if command is None and args.prompt is None:
+        raise UsageError("add: a job needs --prompt TEXT or -- CMD ARGS...")
+    if command is not None and not command:
+        raise UsageError("add: the command after -- is empty")
+    if args.repeat is not None and args.repeat < 1:
+        raise UsageError(f"add: --repeat must be >= 1, got {args.repeat}")
+    service = _service(args)
+    job = service.add_job(
+        " ".join(args.schedule),
+        command=command,
+        prompt=args.prompt,
+        name=args.name,
+        repeat=args.repeat,
+        tz=args.tz,
+    )
+    if args.json:
+        _print_json(job)
+    else:
+        sys.stdout.write(job["id"] + "\n")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    service = _service(args)
+    snap = service.store.snapshot()
+    jobs = service.store.list_jobs(include_completed=args.all)
+    _quarantine_warnings(service, snap)
+    if args.json:
+        _print_json(jobs)
+        return 0
+    if not jobs:
+        sys.stdout.write("no jobs\n" if not snap.quarantined else "no valid jobs\n")
+        return 0
+    rows = []
+    for job in jobs:
+        schedule = job.get("schedule") or {}
+        last = job.get("last_status") or "-"
+        if job.get("fire_claim"):
+            last = "running"
+        rows.append(
+            [
+                job["id"],
+                _shorten(job.get("name"), 30),
+                _shorten(schedule.get("text"), 24),
+                job["state"] if job.get("enabled", True) else "disabled",
+                _fmt_time(job.get("next_run_at"), service.default_tz),
+                last,
+            ]
+        )
+    _table(rows, ["ID", "NAME", "SCHEDULE", "STATE", "NEXT RUN", "LAST"])
+    return 0
+
+
+def _show_job(job: Dict[str, Any], zone: str) -> None:
+    schedule = job.get("schedule") or {}
+    repeat = job.get("repeat") or {}
+    claim = job.get("fire_claim")
+    lines = [
+        ("id", job["id"]),
+        ("name", job.get("name")),
+        ("schedule", f"{schedule.get('text')} ({schedule.get('kind')}, {schedule.get('tz')})"),
+        ("command", " ".join(job["command"]) if job.get("command") else None),
+        ("prompt", job.get("prompt")),
+        ("state", job["state"] if job.get("enabled", True) else f"{job['state']} (disabled)"),
+        (
+            "repeat",
+            f"{repeat.get('completed', 0)} of {repeat['times']}" if repeat.get("times") else None,
+        ),
+        ("next run", _fmt_time(job.get("next_run_at"), zone)),
+        ("last run", _fmt_time(job.get("last_run_at"), zone)),
+        ("last status", job.get("last_status")),
+        ("last error", job.get("last_error")),
+        (
+            "running",
+            f"fire {claim['fire_at']} claimed by {claim['owner']} at {claim['claimed_at']}"
+            if claim
+            else None,
+        ),
+        ("created", _fmt_time(job.get("created_at"), zone)),
+        ("updated", _fmt_time(job.get("updated_at"), zone)),
+    ]
+    for key, value in lines:
+        if value is not None:
+            sys.stdout.write(f"{key + ':':13}{value}\n")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    service = _service(args)
+    job = service.store.get(args.id)
+    if args.json:
+        _print_json(job)
+    else:
+        _show_job(job, service.default_tz)
+    return 0
+
+
+def _mutation(verb: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        service = _service(args)
+        job = getattr(service, f"{verb}_job")(args.id)
+        if args.json:
+            _print_json(job)
+        else:
+            past = {"pause": "paused", "resume": "resumed", "remove": "removed"}[verb]
+            extra = ""
+            if verb == "resume" and job.get("next_run_at"):
+                extra = f"; next run {_fmt_time(job['next_run_at'], service.default_tz)}"
+            sys.stdout.write(f"{past} {job['id']} ({_shorten(job.get('name'), 40)}){extra}\n")
+        return 0
+
+    return run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import attrs
+
+    service = _service(args)
+    result = service.run_now(args.id)
+    if args.json:
+        _print_json(attrs.asdict(result))
+    else:
+        line = f"{result.job_id}: {result.status}"
+        if result.error:
+            line += f": {_one_line(result.error)}"
+        sys.stdout.write(line + "\n")
+        if result.output_path:
+            sys.stdout.write(f"output: {result.output_path}\n")
+    return 0 if result.status == "ok" else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .ledger import RunLedger
+    from .paths import HomePaths
+
+    if args.limit < 1:
+        raise UsageError(f"runs: --limit must be >= 1, got {args.limit}")
+    rows = RunLedger(HomePaths.at(args.home)).read(job_id=args.id, limit=args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        sys.stdout.write("no runs\n")
+        return 0
+    table = []
+    for row in rows:
+        table.append(
+            [
+                str(row.get("job_id")),
+                _fmt_time(row.get("fire_at")),
+                _fmt_time(row.get("started_at")),
+                str(row.get("status")),
+                str(row.get("provider")),
+                _shorten(row.get("error") or row.get("output") or "", 60),
+            ]
+        )
+    _table(table, ["JOB", "FIRE TIME", "STARTED", "STATUS", "PROVIDER", "OUTPUT / ERROR"])
+    return 0
+
+
+def _parse_after(text: str, zone: str) -> datetime:
+    from .timeutil import UTC, get_zone
+
+    value = text.strip()
+    if value.lower() == "now":
+        return datetime.now(UTC)
+    try:
+        dt = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    except ValueError:
+        raise UsageError(
+            f"next: --after {text!r} is not an ISO 8601 time (e.g. 2026-03-02T09:00)"
+        ) from None
+    if dt.tzinfo is None:
+        try:
+            dt = dt.replace(tzinfo=get_zone(zone))
+        except ValueError as exc:
+            raise UsageError(f"next: {exc}") from None
+    return dt
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    from .config import cfg_get, load_config_or_defaults
+    from .schedules import parse_schedule, preview
+    from .timeutil import UTC, get_zone, local_zone_name
+
+    if not 1 <= args.count <= 1000:
+        raise UsageError(f"next: --count must be between 1 and 1000, got {args.count}")
+    zone = args.tz
+    if not zone:
+        config, _ = load_config_or_defaults(args.home)
+        configured = cfg_get(config, "cron", "timezone", default="")
+        zone = configured.strip() if isinstance(configured, str) and configured.strip() else ""
+        zone = zone or local_zone_name()
+    after = _parse_after(args.after, zone) if args.after else datetime.now(UTC)
+    schedule = parse_schedule(" ".join(args.schedule), tz=zone, now=after)
+    times = preview(schedule, after=after, count=args.count)
+    try:
+        shown = get_zone(schedule.tz)
+    except ValueError:
+        shown = UTC
+    local = [t.astimezone(shown) for t in times]
+    if args.json:
+        _print_json([t.isoformat() for t in local])
+        return 0
+    if not local:
+        sys.stdout.write("never fires after " + after.isoformat() + "\n")
+        return 0
+    sys.stdout.write(f"schedule: {schedule.text} ({schedule.kind}, {schedule.tz})\n")
+    for t in local:
+        sys.stdout.write(f"  {t.strftime('%a %Y-%m-%d %H:%M:%S %Z')}  {t.isoformat()}\n")
+    return 0
+
+
+def _print_summary(value: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (list, dict)):
+                item = json.dumps(item, ensure_ascii=False, default=str)
+            sys.stdout.write(f"{key}: {item}\n")
+    elif value is not None:
+        sys.stdout.write(f"{value}\n")
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    service = _service(args)
+    service.store.snapshot()  # a corrupt jobs.json stops us here, exit 2 naming the file
+    stop = threading.Event()
+    installed = _install_stop_handlers(stop)
+    log = logging.getLogger("hermes_cron")
+    if service.scheduler.fallback_reason:
+        log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
+    log.info("daemon: provider %s, home %s", service.provider_name, service.home)
+    try:
+        result = service.start(stop)
+    finally:
+        _restore_handlers(installed)
+    if service.provider_name != "builtin":
+        # An external provider armed its triggers and returned: say what it did.
+        _print_summary(result, args.json)
+    elif args.json:
+        _print_json(result)
+    return 0
+
+
+def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
+    """SIGTERM/SIGINT set ``stop``; a second SIGINT interrupts for real."""
+    previous: Dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        logging.getLogger("hermes_cron").info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, on_signal)
+    return previous
+
+
+def _restore_handlers(previous: Dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    service = _service(args)
+    summary = service.tick()
+    if args.json:
+        _print_json(summary)
+        return 0
+    results = summary.get("results", [])
+    for r in results:
+        line = f"{r['job_id']}: {r['status'] or r['claim']}"
+        if r.get("error"):
+            line += f": {_one_line(r['error'])}"
+        sys.stdout.write(line + "\n")
+    if not results:
+        sys.stdout.write("nothing due\n")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import webhook  # starlette and uvicorn are imported only for this command
+
+    service = _service(args)
+    service.store.snapshot()
+    result = webhook.serve(service, host=args.host, port=args.port)
+    return int(result or 0)
+
+
+def cmd_providers(args: argparse.Namespace) -> int:
+    service = _service(args)
+    rows = service.providers()
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = []
+    for row in rows:
+        available = {True: "yes", False: "no", None: "-"}[row["available"]]
+        note = row["error"] or (f"shadowed by {row['shadowed_by']}" if row["shadowed_by"] else "")
+        table.append(
+            [
+                ("* " if row["active"] else "  ") + row["name"],
+                row["source"],
+                available,
+                _shorten(note, 70),
+                str(row["path"] or "-"),
+            ]
+        )
+    _table(table, ["  NAME", "SOURCE", "AVAILABLE", "NOTE", "PATH"])
+    if service.scheduler.fallback_reason:
+        sys.stdout.write(f"\nfallback: {service.scheduler.fallback_reason}\n")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    service = _service(args)
+    status = service.status()
+    if args.json:
+        _print_json(status)
+        return 0
+    zone = service.default_tz
+    out = sys.stdout.write
+    provider = status["provider"]
+    if status["requested"] and status["requested"].strip() not in ("", provider):
+        provider += f" (requested: {status['requested']})"
+    out(f"provider:    {provider}\n")
+    if status["fallback_reason"]:
+        out(f"fallback:    {status['fallback_reason']}\n")
+    if status["config_error"]:
+        out(f"config:      {status['config_error']}\n")
+    proc = status.get("running_process") or {}
+    beat = _fmt_time(status["heartbeat_at"], zone)
+    if status["heartbeat_at"] and proc.get("stopped_at"):
+        beat += f" (stopped {_fmt_time(proc['stopped_at'], zone)})"
+    elif status["heartbeat_at"] and proc.get("pid"):
+        beat += f" (pid {proc['pid']} on {proc.get('host')})"
+    out(f"heartbeat:   {beat}\n")
+    error = status["last_error"]
+    if error and status.get("last_error_at"):
+        error = f"{_fmt_time(status['last_error_at'], zone)}: {error}"
+    out(f"last error:  {error or '-'}\n")
+    by_state = ", ".join(f"{n} {s}" for s, n in sorted(status["jobs_by_state"].items()))
+    out(f"jobs:        {status['jobs']}" + (f" ({by_state})" if by_state else "") + "\n")
+    for q in status["quarantined"]:
+        out(f"quarantined: {q['error']}\n")
+    if status["next_due"]:
+        out("next due:\n")
+        for item in status["next_due"]:
+            out(f"  {item['id']}  {_fmt_time(item['next_run_at'], zone)}\n")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# The parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description="Scheduled jobs for AI agents, and a better user crontab.",
+    )
+    parser.add_argument("--json", action="store_true", help="print data as JSON")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--home", metavar="PATH", help="HERMES_HOME to use (default: $HERMES_HOME or ~/.hermes)"
+    )
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print data as JSON"
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    common.add_argument("--home", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("add", cmd_add, "create a job; prints its id")
+    p.usage = (
+        f"{PROG} add SCHEDULE (--prompt TEXT | -- CMD ARGS...) [--name N] [--repeat N] [--tz ZONE]"
+    )
+    p.add_argument(
+        "schedule", nargs="+", metavar="SCHEDULE", help="e.g. 'every 5m', '0 9 * * 1-5', '+2h'"
+    )
+    p.add_argument("--prompt", metavar="TEXT", help="a prompt for the agent's runner")
+    p.add_argument("--name", metavar="N", help="a display name")
+    p.add_argument("--repeat", metavar="N", type=int, help="stop after N runs")
+    p.add_argument("--tz", metavar="ZONE", help="IANA time zone of the schedule")
+
+    p = command("list", cmd_list, "list jobs (completed ones only with --all)")
+    p.add_argument("--all", action="store_true", help="include completed jobs")
+    for name, func, text in (
+        ("show", cmd_show, "show one job"),
+        ("pause", _mutation("pause"), "pause a job"),
+        ("resume", _mutation("resume"), "resume a paused job"),
+        ("remove", _mutation("remove"), "delete a job"),
+        ("run", cmd_run, "run a job now, through the same claim and run body"),
+    ):
+        command(name, func, text).add_argument("id", metavar="ID")
+
+    p = command("runs", cmd_runs, "the run ledger, newest first")
+    p.add_argument("id", metavar="ID", nargs="?", help="only this job's runs")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows (default 20)")
+
+    p = command("next", cmd_next, "preview fire times of a schedule")
+    p.add_argument("schedule", nargs="+", metavar="SCHEDULE")
+    p.add_argument("--count", type=int, default=5, metavar="N", help="how many (default 5)")
+    p.add_argument("--after", metavar="TIME", help="start after this ISO 8601 time (default now)")
+    p.add_argument("--tz", metavar="ZONE", help="IANA time zone")
+
+    command("daemon", cmd_daemon, "run the active provider in the foreground until SIGINT/SIGTERM")
+    command("tick", cmd_tick, "run what is due once and exit (for a system crontab)")
+    p = command("serve", cmd_serve, "serve the fire webhook (starts the active provider first)")
+    p.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})"
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    command("providers", cmd_providers, "every discovered provider and which one is active")
+    command("status", cmd_status, "active provider, heartbeat, last error, next due jobs")
+    return parser
+
+
+def _split_command(argv: Sequence[str]) -> tuple[List[str], Optional[List[str]]]:
+    """``add ... -- CMD ARGS`` → (the part argparse reads, the command argv)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    head = argv[:cut]
+    if "add" not in head:
+        return argv, None
+    return head, argv[cut + 1 :]
+
+
+def _setup_logging(command: Optional[str], debug: bool) -> None:
+    logger = logging.getLogger("hermes_cron")
+    if any(getattr(h, "_hermes_cron_cli", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler._hermes_cron_cli = True  # type: ignore[attr-defined]
+    if command in ("daemon", "serve", "tick"):
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        level = logging.INFO
+    else:
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
+        level = logging.WARNING
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if debug else level)
+    logger.propagate = False
+
+
+def main(argv: Optional[Iterable[str]] = None) -> int:
+    """Run ``hermes-cron`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    options = args_list[: args_list.index("--")] if "--" in args_list else args_list
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    debug = debug or "--debug" in options
+    try:
+        head, command_argv = _split_command(args_list)
+        args = build_parser().parse_args(head)
+        debug = debug or args.debug
+        if args.command is None:
+            raise UsageError(f"a command is required (see {PROG} --help)")
+        args.command_argv = command_argv
+        _setup_logging(args.command, debug)
+        return int(args.func(args))
+    except HermesCronError as exc:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"{PROG}: {_one_line(exc)}\n")
+        return exc.exit_code
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error worth a traceback.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - avoid a second error at exit
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else f" (run with --debug or {DEBUG_ENV}=1 for the traceback)"
+        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}\n")
+        return 1
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,451 @@
+"""``CronService``: the one object the CLI, the tests and an embedding agent use.
+
+::
+
+    from hermes_cron import CronService, hookimpl
+    from hermes_cron.runner import RunOutcome
+
+    class MyAgent:
+        @hookimpl
+        def run_job(self, ctx, job):
+            if job["prompt"] is None:
+                return None  # command jobs: the default executor
+            return RunOutcome(status="ok", output=answer(job["prompt"]))
+
+    service = CronService.from_home(plugins=[MyAgent()])
+    service.add_job("every 30m", prompt="check the inbox")
+    handle = service.start_in_thread()   # the active provider, in a thread
+    ...
+    service.fire_due(job_id, fire_at)    # from the agent's fire webhook
+    handle.stop()
+
+Every mutation (``add_job``, ``pause_job``, ``resume_job``, ``remove_job``)
+writes the store first, then tells the active provider (``on_jobs_changed``);
+a provider that fails to react is logged and recorded, never turned into a
+failure of a mutation that already happened.
+
+A malformed ``config.yaml`` (or a bad value in it) does not stop the service:
+it runs on the defaults for what is broken, with the built-in provider when
+``cron.provider`` cannot be read, and ``config_error`` / ``status()`` say why.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import pluggy
+
+from .clock import Clock, SystemClock
+from .config import DEFAULTS, Config, cfg_get, load_config_or_defaults
+from .context import CronContext
+from .errors import UsageError
+from .ledger import RunLedger
+from .paths import HomePaths, PathLike
+from .plugin_manager import BUILTIN_NAME, get_plugin_manager, register_plugin
+from .resolver import AVAILABILITY_TIMEOUT, ActiveScheduler, resolve_cron_scheduler
+from .runner import RunResult
+from .status_file import read_status, record_error
+from .store import JobStore
+from .timeutil import get_zone, local_zone_name
+
+log = logging.getLogger("hermes_cron")
+
+#: How many upcoming jobs ``status()`` lists.
+NEXT_DUE_COUNT = 5
+
+
+def _check_config(config: Config) -> Tuple[Config, List[str]]:
+    """Replace bad values of the keys the service uses with their defaults; say which."""
+    cfg = copy.deepcopy(config)
+    cron = cfg.get("cron")
+    if not isinstance(cron, dict):
+        cfg["cron"] = cron = copy.deepcopy(DEFAULTS["cron"])
+    problems: List[str] = []
+    defaults = DEFAULTS["cron"]
+
+    def number(key: str, *, integer: bool, minimum: float, strict: bool) -> None:
+        value = cron.get(key)
+        ok = not isinstance(value, bool) and isinstance(value, (int, float))
+        if ok and integer and not isinstance(value, int):
+            ok = False
+        if ok:
+            ok = value > minimum if strict else value >= minimum
+        if not ok:
+            what = "a whole number" if integer else "a number of seconds"
+            bound = f"{'>' if strict else '>='} {minimum:g}"
+            problems.append(f"cron.{key} must be {what} {bound}, not {value!r}")
+            cron[key] = defaults[key]
+
+    number("max_workers", integer=True, minimum=1, strict=False)
+    number("job_timeout", integer=False, minimum=0, strict=True)
+    number("misfire_grace", integer=False, minimum=0, strict=False)
+    number("claim_ttl", integer=False, minimum=0, strict=True)
+    tz = cron.get("timezone")
+    if tz is None:
+        cron["timezone"] = ""
+    elif not isinstance(tz, str):
+        problems.append(f"cron.timezone must be an IANA zone name, not {tz!r}")
+        cron["timezone"] = ""
+    elif tz.strip():
+        try:
+            get_zone(tz.strip())
+        except ValueError:
+            problems.append(f"cron.timezone: unknown time zone {tz!r}")
+            cron["timezone"] = ""
+    return cfg, problems
+
+
+class ServiceThread:
+    """The active provider running in a thread (``CronService.start_in_thread``)."""
+
+    def __init__(self, service: CronService, stop_event: threading.Event) -> None:
+        self.service = service
+        self.stop_event = stop_event
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="hermes-cron-provider", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = self.service.start(self.stop_event)
+        except BaseException as exc:  # kept for the caller of stop()
+            self.error = exc
+            log.exception("the cron provider failed")
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: Optional[float] = 30.0) -> Any:
+        """Ask the provider to stop and wait up to ``timeout`` seconds; returns what its
+        ``start`` returned (None while it is still running)."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+        return self.result
+
+    def __enter__(self) -> ServiceThread:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class CronService:
+    """The configured scheduler for one HERMES_HOME.
+
+    :ivar config: the configuration in use (bad values replaced by defaults).
+    :ivar config_error: None, or why ``config.yaml`` could not be used as is (one line).
+    :ivar paths: every path under the home.
+    :ivar store: the job store.
+    :ivar ledger: the run ledger.
+    :ivar clock: the clock.
+    :ivar pm: the plugin manager.
+    :ivar scheduler: the active provider (``ActiveScheduler``).
+    :ivar ctx: the context passed to hooks (``provider_name`` is the active provider).
+    """
+
+    def __init__(
+        self,
+        *,
+        paths: HomePaths,
+        config: Config,
+        config_error: Optional[str],
+        clock: Clock,
+        pm: pluggy.PluginManager,
+        logger: logging.Logger,
+        availability_timeout: float = AVAILABILITY_TIMEOUT,
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.config_error = config_error
+        self.clock = clock
+        self.pm = pm
+        self.logger = logger
+        zone = str(cfg_get(config, "cron", "timezone", default="") or "").strip()
+        self.default_tz = zone or local_zone_name()
+        self.store = JobStore.from_config(paths, config, clock=clock, default_tz=self.default_tz)
+        self.ledger = RunLedger(paths)
+        self.ctx = CronContext(
+            config=config,
+            store=self.store,
+            ledger=self.ledger,
+            clock=clock,
+            logger=logger,
+            paths=paths,
+            hook=pm.hook,
+        )
+        self.scheduler: ActiveScheduler = resolve_cron_scheduler(
+            config,
+            home=paths.home,
+            pm=pm,
+            timeout=availability_timeout,
+            error_sink=self._record_error,
+        )
+        self.ctx.provider_name = self.scheduler.name
+
+    @classmethod
+    def from_home(
+        cls,
+        home: Optional[PathLike] = None,
+        *,
+        clock: Optional[Clock] = None,
+        config: Optional[Config] = None,
+        plugins: Iterable[Any] = (),
+        logger: Optional[logging.Logger] = None,
+        availability_timeout: float = AVAILABILITY_TIMEOUT,
+    ) -> CronService:
+        """Build the service for ``home`` (None: ``$HERMES_HOME`` or ``~/.hermes``).
+
+        :param clock: the clock (default: the system clock; tests pass ``FakeClock``).
+        :param config: use this configuration instead of reading ``config.yaml``.
+        :param plugins: extra plugins (e.g. an agent's ``run_job``), registered before
+            the built-in defaults.
+        :param logger: the logger hooks get as ``ctx.logger`` (default ``hermes_cron``).
+        :raises PluginError: when one of ``plugins`` does not match the hook spec.
+        """
+        paths = HomePaths.at(home)
+        problems: List[str] = []
+        if config is None:
+            config, error = load_config_or_defaults(paths.home)
+            if error:
+                problems.append(error)
+        config, bad_values = _check_config(config)
+        if bad_values:
+            problems.append(f"{paths.config}: " + "; ".join(bad_values) + " (defaults used)")
+        for problem in problems:
+            log.warning("%s", problem)
+        return cls(
+            paths=paths,
+            config=config,
+            config_error="; ".join(problems) or None,
+            clock=clock or SystemClock(),
+            pm=get_plugin_manager(plugins=plugins),
+            logger=logger or log,
+            availability_timeout=availability_timeout,
+        )
+
+    # -- plugins ------------------------------------------------------------------
+
+    @property
+    def home(self) -> Path:
+        return self.paths.home
+
+    @property
+    def provider_name(self) -> str:
+        """The active provider's name."""
+        return self.scheduler.name
+
+    def register_plugin(self, plugin: Any, name: Optional[str] = None) -> str:
+        """Register a plugin (e.g. an agent's ``run_job``); returns its registered name.
+
+        :raises PluginError: when it does not match the hook specification.
+        """
+        return register_plugin(self.pm, plugin, name)
+
+    # -- mutations ------------------------------------------------------------------
+
+    def add_job(
+        self,
+        schedule_text: str,
+        *,
+        command: Optional[Sequence[str]] = None,
+        prompt: Optional[str] = None,
+        name: Optional[str] = None,
+        repeat: Optional[int] = None,
+        tz: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """Parse ``schedule_text`` (in ``tz``, default ``cron.timezone`` or the system zone)
+        and create a job running ``command`` (argv list) or ``prompt``; returns the record.
+
+        :raises ScheduleError: the schedule or zone is invalid (nothing is written).
+        :raises UsageError: bad arguments (nothing is written).
+        """
+        from .schedules import parse_schedule
+
+        if not isinstance(schedule_text, str) or not schedule_text.strip():
+            raise UsageError("a schedule is required (e.g. 'every 5m', '0 9 * * 1-5', '+2h')")
+        schedule = parse_schedule(
+            schedule_text.strip(), tz=tz or self.default_tz, now=self.clock.now()
+        )
+        job = self.store.add(schedule, command=command, prompt=prompt, name=name, repeat=repeat)
+        self.notify([job["id"]])
+        return job
+
+    def pause_job(self, job_id: str) -> Dict[str, Any]:
+        """Pause a job (its next run is kept for display); returns the record."""
+        job = self.store.pause(job_id)
+        self.notify([job_id])
+        return job
+
+    def resume_job(self, job_id: str) -> Dict[str, Any]:
+        """Resume a paused job from now; returns the record."""
+        job = self.store.resume(job_id)
+        self.notify([job_id])
+        return job
+
+    def remove_job(self, job_id: str) -> Dict[str, Any]:
+        """Delete a job; returns the record as it was."""
+        job = self.store.remove(job_id)
+        self.notify([job_id])
+        return job
+
+    def notify(self, job_ids: Sequence[str]) -> Any:
+        """Tell the active provider that ``job_ids`` changed (failures are recorded)."""
+        return self.scheduler.on_jobs_changed(self.ctx, list(job_ids))
+
+    # -- firing -----------------------------------------------------------------
+
+    def run_now(self, job_id: str) -> RunResult:
+        """Run a job now (``hermes-cron run``), through the same claim and run body.
+
+        A manual run does not advance the schedule. Raises ``JobNotFoundError`` for
+        an unknown id.
+        """
+        from .errors import JobNotFoundError
+        from .store import GONE, LOST
+
+        result = self.ctx.run_one_job(job_id, None, manual=True)
+        if result.claim == GONE:
+            if (result.error or "").startswith("quarantined"):
+                raise UsageError(f"job {job_id!r} is {result.error}")
+            raise JobNotFoundError(job_id)
+        if result.claim == LOST:
+            raise UsageError(f"job {job_id!r} was not run: {result.error}")
+        self.notify([job_id])
+        return result
+
+    def fire_due(self, job_id: str, fire_at: str) -> RunResult:
+        """Fire ``job_id`` for the due time ``fire_at`` (ISO 8601) through the active
+        provider (the agent's fire webhook calls this)."""
+        return self.scheduler.fire_due(self.ctx, job_id, fire_at)
+
+    def reconcile(self) -> Any:
+        """Converge the active provider toward ``jobs.json``; returns its summary."""
+        return self.scheduler.reconcile(self.ctx)
+
+    def tick(self) -> Dict[str, Any]:
+        """Catch up, then run what is due now and wait for it (``hermes-cron tick``)."""
+        from .builtin_provider import run_due_once
+
+        return run_due_once(self.ctx)
+
+    def start(self, stop_event: Optional[threading.Event] = None) -> Any:
+        """Start the active provider on this thread: the built-in blocks until
+        ``stop_event`` is set; an external provider returns its summary at once."""
+        return self.scheduler.start(self.ctx, stop_event or threading.Event())
+
+    def start_in_thread(self) -> ServiceThread:
+        """Start the active provider on a daemon thread; ``.stop(timeout)`` ends it."""
+        handle = ServiceThread(self, threading.Event())
+        handle.thread.start()
+        return handle
+
+    # -- reports ----------------------------------------------------------------------
+
+    def _record_error(self, message: str) -> None:
+        record_error(self.paths, message, now=self.clock.now(), source="provider")
+
+    def status(self) -> Dict[str, Any]:
+        """SPEC §8 ``status``: ``{provider, requested, fallback_reason, heartbeat_at,
+        last_error, jobs, next_due}`` plus details (config error, quarantined records,
+        the running process seen in ``cron/status.json``).
+
+        :raises StoreCorruptError: when ``jobs.json`` cannot be read.
+        """
+        snap = self.store.snapshot()
+        upcoming = self.store.upcoming(NEXT_DUE_COUNT)
+        disk = read_status(self.paths)
+        last_error = disk.get("last_error")
+        last_error_at = disk.get("last_error_at")
+        mine = self.scheduler.last_error
+        if mine is not None and (last_error_at is None or mine.at > str(last_error_at)):
+            last_error, last_error_at = f"provider {self.scheduler.name!r}: {mine.message}", mine.at
+        from .timeutil import to_iso
+
+        states: Dict[str, int] = {}
+        for job in snap.jobs:
+            states[job["state"]] = states.get(job["state"], 0) + 1
+        return {
+            "provider": self.scheduler.name,
+            "requested": self.scheduler.requested,
+            "fallback_reason": self.scheduler.fallback_reason,
+            "heartbeat_at": disk.get("heartbeat_at"),
+            "last_error": last_error,
+            "jobs": len(snap.jobs),
+            "next_due": [{"id": job_id, "next_run_at": to_iso(at)} for job_id, at in upcoming],
+            "last_error_at": last_error_at,
+            "config_error": self.config_error,
+            "jobs_by_state": states,
+            "quarantined": [
+                {"index": q.index, "id": q.job_id, "error": q.error} for q in snap.quarantined
+            ],
+            "running_process": {
+                k: disk.get(k)
+                for k in ("provider", "pid", "host", "started_at", "stopped_at", "running", "runs")
+                if k in disk
+            }
+            or None,
+            "home": str(self.paths.home),
+        }
+
+    def providers(self) -> List[Dict[str, Any]]:
+        """SPEC §8 ``providers``: the built-in and every discovered provider; exactly one
+        entry has ``active: true``. Imports every provider that is not shadowed and asks
+        its ``is_available`` (offline, bounded)."""
+        from . import builtin_provider as builtin_module
+        from .discovery import discover_providers
+        from .plugin_manager import register_provider
+
+        active = self.scheduler
+        rows: List[Dict[str, Any]] = [
+            {
+                "name": BUILTIN_NAME,
+                "source": "builtin",
+                "path": builtin_module.__file__,
+                "available": True,
+                "active": active.name == BUILTIN_NAME,
+                "shadowed_by": None,
+                "error": None,
+                "description": "in-process scheduler (always available)",
+                "version": "",
+                "requested": active.requested.strip() in ("", BUILTIN_NAME),
+            }
+        ]
+        for record in discover_providers(self.paths.home):
+            row = record.as_dict()
+            row["available"] = None
+            row["active"] = False
+            row["requested"] = record.name == active.requested.strip() and not record.shadowed_by
+            if record.shadowed_by is None:
+                if active.plugin is not None and record.name == active.name:
+                    row["available"] = True
+                    row["active"] = True
+                    row["path"] = active.path or row["path"]
+                elif row["requested"] and active.fallback_reason:
+                    # Already tried by the resolver: report its verdict, do not ask again.
+                    row["available"] = active.requested_available
+                    row["error"] = record.error or active.fallback_reason
+                else:
+                    plugin = record.load()
+                    row["path"] = record.path
+                    if plugin is not None:
+                        probe_pm = get_plugin_manager()
+                        try:
+                            register_provider(probe_pm, plugin, record.name)
+                            probe = ActiveScheduler(
+                                probe_pm, name=record.name, plugin=plugin, source=record.source
+                            )
+                            row["available"] = probe.is_available(self.config)
+                        except Exception as exc:
+                            row["error"] = str(exc)
+                            row["available"] = False
+                    row["error"] = row["error"] or record.error
+            rows.append(row)
+        return rows
+
+
+__all__ = ["CronService", "ServiceThread"]
