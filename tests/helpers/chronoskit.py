@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import importlib
 import json
-import logging
 import os
 import sys
 import time
@@ -13,20 +11,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import hermes_cron_builtin_plugins.chronos as chronos
 import httpx
 import jwt
-import pluggy
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hermes_cron.clock import Clock
 from hermes_cron.context import CronContext
-from hermes_cron.executor import DefaultExecutor
-from hermes_cron.hookspec import PROJECT_NAME, hookimpl
-from hermes_cron.ledger import RunLedger
-from hermes_cron.paths import HomePaths
-from hermes_cron.store import JobStore
 
 PORTAL = "https://nas.test"
 CALLBACK = "https://agent.test"
@@ -75,14 +66,6 @@ def write_auth(
     return path
 
 
-class _TestBuiltin:
-    """The built-in default fire_due (claim + run), as the real built-in provides it."""
-
-    @hookimpl(trylast=True)
-    def fire_due(self, ctx: CronContext, job_id: str, fire_at: str) -> Any:
-        return ctx.run_one_job(job_id, fire_at)
-
-
 def make_ctx(
     home: Path,
     clock: Clock,
@@ -91,31 +74,21 @@ def make_ctx(
     listeners: bool = True,
     extra_plugins: Optional[List[Any]] = None,
 ) -> CronContext:
-    """A service context with Chronos active over the built-in default fire_due."""
-    from hermes_cron.config import DEFAULTS, deep_merge
+    """The context of a real ``CronService`` on ``home`` with Chronos active.
 
-    full = deep_merge(DEFAULTS, config)
-    paths = HomePaths.at(home)
-    pm = pluggy.PluginManager(PROJECT_NAME)
-    pm.add_hookspecs(importlib.import_module("hermes_cron.hookspec"))
-    pm.register(_TestBuiltin(), name="builtin")
-    pm.register(DefaultExecutor(), name="executor")
-    pm.register(chronos, name="chronos")
-    for plugin in extra_plugins or []:
-        pm.register(plugin)
-    pm.check_pending()
-    ctx = CronContext(
-        config=full,
-        store=JobStore(paths, clock=clock, lock_timeout=30.0),
-        ledger=RunLedger(paths),
-        clock=clock,
-        logger=logging.getLogger("test.chronos"),
-        paths=paths,
-        hook=pm.hook,
-        provider_name="chronos",
+    ``listeners=False`` builds a runtime without ``ctx.claim_listeners`` (Chronos
+    must then arm after the run).
+    """
+    from hermes_cron.config import DEFAULTS, deep_merge
+    from hermes_cron.service import CronService
+
+    service = CronService.from_home(
+        home, clock=clock, config=deep_merge(DEFAULTS, config), plugins=extra_plugins or ()
     )
+    assert service.provider_name == "chronos", service.scheduler.fallback_reason
+    ctx = service.ctx
     if not listeners:
-        ctx.claim_listeners = None  # type: ignore[assignment]  # a runtime without them
+        ctx.claim_listeners = None  # type: ignore[assignment]
     return ctx
 
 
