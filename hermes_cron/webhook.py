@@ -321,15 +321,50 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _start_provider(service: Any, stop: threading.Event, holder: Dict[str, Any]) -> None:
+#: After a provider ``start`` that could not reach its remote side, the first retry
+#: of ``reconcile`` comes this many seconds later; the wait doubles up to ``HEAL_MAX_DELAY``.
+HEAL_FIRST_DELAY = 15.0
+HEAL_MAX_DELAY = 600.0
+
+
+def _needs_healing(summary: Any) -> bool:
+    """True for a start/reconcile summary that says the remote side was not reached."""
+    return isinstance(summary, dict) and bool(summary.get("errors") or summary.get("deferred"))
+
+
+def _start_provider(
+    service: Any, stop: threading.Event, holder: Dict[str, Any], heal_delay: float
+) -> None:
+    """Run ``service.start``; when an external provider could not converge, retry later.
+
+    The built-in provider's ``start`` blocks here until ``stop``. Chronos returns
+    at once; if NAS was unreachable its summary lists errors, and since nothing
+    would otherwise wake this process before a fire that was never armed, the
+    webhook process retries ``reconcile`` with a doubling delay until it
+    succeeds (no periodic wake once healthy).
+    """
     try:
-        holder["result"] = service.start(stop)
-        summary = holder["result"]
+        summary = service.start(stop)
+        holder["result"] = summary
         if summary is not None:
             log.info("provider %s started: %s", _provider_name(service), summary)
     except Exception as exc:
         holder["error"] = exc
         log.exception("the provider failed to start")
+        return
+    delay = heal_delay
+    while _needs_healing(summary) and hasattr(service, "reconcile"):
+        log.warning("provider %s: retrying reconcile in %g s", _provider_name(service), delay)
+        if stop.wait(delay):
+            return
+        try:
+            summary = service.reconcile()
+        except Exception:
+            log.exception("reconcile failed")
+            summary = {"errors": ["reconcile raised"]}
+        if not _needs_healing(summary):
+            log.info("provider %s reconciled: %s", _provider_name(service), summary)
+        delay = min(delay * 2, HEAL_MAX_DELAY)
 
 
 def serve(
@@ -340,13 +375,17 @@ def serve(
     verifier: Optional[FireTokenVerifier] = None,
     log_level: str = "info",
     stop_grace: float = 30.0,
+    stop_event: Optional[threading.Event] = None,
+    heal_delay: float = HEAL_FIRST_DELAY,
 ) -> int:
     """Start the active provider, then serve the webhook until SIGINT/SIGTERM; returns 0.
 
     The provider runs in its own thread (the built-in loop blocks there until
-    stop; Chronos reconciles and returns). On a signal, the HTTP server stops
-    taking requests, the provider is told to stop, and fires already accepted
-    get up to ``stop_grace`` seconds to finish.
+    stop; Chronos reconciles and returns, and when NAS could not be reached its
+    ``reconcile`` is retried after ``heal_delay`` seconds, doubling, until it
+    succeeds). On a signal, or when ``stop_event`` is set (embedding, tests),
+    the HTTP server stops taking requests, the provider is told to stop, and
+    fires already accepted get up to ``stop_grace`` seconds to finish.
 
     :raises ServeError: the address cannot be bound.
     """
@@ -354,7 +393,7 @@ def serve(
 
     sock = _listen(host, port)
     app = create_app(service, verifier)
-    stop = threading.Event()
+    stop = stop_event or threading.Event()
     holder: Dict[str, Any] = {}
     config = uvicorn.Config(app, log_level=log_level, lifespan="off", ws="none", access_log=False)
     server = uvicorn.Server(config)
@@ -371,10 +410,18 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     provider = threading.Thread(
-        target=_start_provider, args=(service, stop, holder), name="hermes-cron-provider"
+        target=_start_provider,
+        args=(service, stop, holder, heal_delay),
+        name="hermes-cron-provider",
+        daemon=True,
     )
-    provider.daemon = True
     provider.start()
+
+    def watch_stop() -> None:
+        stop.wait()
+        server.should_exit = True
+
+    threading.Thread(target=watch_stop, name="hermes-cron-serve-stop", daemon=True).start()
     bound = sock.getsockname()
     log.info(
         "fire webhook on http://%s:%s%s (provider %s)",
