@@ -542,12 +542,12 @@ def _split_command(argv: Sequence[str]) -> tuple[List[str], Optional[List[str]]]
     return head, argv[cut + 1 :]
 
 
-def _setup_logging(command: Optional[str], debug: bool) -> None:
+def _setup_logging(command: Optional[str], debug: bool) -> Any:
+    """Log to stderr for this command; returns what undoes it (``main`` restores the
+    ``hermes_cron`` logger on exit, so calling ``main`` in-process leaves no trace)."""
     logger = logging.getLogger("hermes_cron")
-    if any(getattr(h, "_hermes_cron_cli", False) for h in logger.handlers):
-        return
+    saved = (logger.level, logger.propagate)
     handler = logging.StreamHandler(sys.stderr)
-    handler._hermes_cron_cli = True  # type: ignore[attr-defined]
     if command in ("daemon", "serve", "tick"):
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         level = logging.INFO
@@ -557,6 +557,13 @@ def _setup_logging(command: Optional[str], debug: bool) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else level)
     logger.propagate = False
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+    return undo
 
 
 def main(argv: Optional[Iterable[str]] = None) -> int:
@@ -572,8 +579,11 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
         if args.command is None:
             raise UsageError(f"a command is required (see {PROG} --help)")
         args.command_argv = command_argv
-        _setup_logging(args.command, debug)
-        return int(args.func(args))
+        undo = _setup_logging(args.command, debug)
+        try:
+            return int(args.func(args))
+        finally:
+            undo()
     except HermesCronError as exc:
         if debug:
             traceback.print_exc()

@@ -266,8 +266,12 @@ def _folder_record(folder: Path, source: str) -> ProviderRecord:
         record.error = f"{meta_path}: expected a mapping with name, description, version"
         return record
     name = data.get("name")
+    if name is None:
+        record.error = f"{meta_path}: 'name' is missing"
+        return record
     if not isinstance(name, str) or not name.strip():
-        record.error = f"{meta_path}: 'name' is missing or not text"
+        # YAML reads ``name: off`` as a boolean: say so, since the fix is to quote it.
+        record.error = f"{meta_path}: 'name' must be text, got {name!r} (quote it)"
         return record
     name = name.strip()
     record.name = name
