@@ -1,0 +1,189 @@
+"""Real ``hermes-cron`` processes: the daemon, cross-process adds, signals, tick."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from helpers.servicekit import (
+    cli_cmd,
+    ledger_rows,
+    run_cli,
+    wait_for,
+    write_config,
+    write_user_plugin,
+)
+
+from hermes_cron.paths import HomePaths
+from hermes_cron.status_file import read_status
+
+
+@pytest.fixture
+def job_timeout() -> int:
+    return 600
+
+
+@pytest.fixture
+def daemon(home: Path, job_timeout: int) -> Iterator[subprocess.Popen]:
+    """A ``hermes-cron daemon`` on ``home``, ready (heartbeat written); killed if left."""
+    write_config(home, {"cron": {"job_timeout": job_timeout}})
+    env = dict(os.environ, HERMES_HOME=str(home))
+    proc = subprocess.Popen(
+        cli_cmd("daemon"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(home),
+    )
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or read_status(HomePaths.at(home)).get("heartbeat_at"),
+            timeout=30,
+        )
+        assert proc.poll() is None, proc.communicate()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_daemon_runs_a_job_added_by_another_process_and_stops_on_sigterm(
+    home: Path, daemon: subprocess.Popen
+) -> None:
+    marker = home / "fired.txt"
+    added = run_cli(
+        home,
+        "add",
+        "every",
+        "1s",
+        "--",
+        "sh",
+        "-c",
+        f'echo "$HERMES_CRON_JOB_ID $HERMES_CRON_FIRE_AT" >> {marker}',
+    )
+    assert added.returncode == 0, added.stderr
+    job_id = added.stdout.strip()
+    wait_for(lambda: len([r for r in ledger_rows(home) if r["status"] == "ok"]) >= 2, timeout=30)
+    lines = marker.read_text().splitlines()
+    assert lines[0].split()[0] == job_id
+    fires = [r["fire_at"] for r in ledger_rows(home) if r["job_id"] == job_id]
+    assert lines[0].split()[1] == fires[0]
+    assert len(set(fires)) == len(fires)  # no fire time twice
+    status = run_cli(home, "status", "--json")
+    assert json.loads(status.stdout)["heartbeat_at"] is not None
+
+    daemon.send_signal(signal.SIGTERM)
+    out, err = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, err
+    assert "SIGTERM received" in err
+    assert read_status(HomePaths.at(home))["stopped_at"] is not None
+
+
+@pytest.mark.parametrize("job_timeout", [3])
+def test_a_failing_and_a_hanging_job_do_not_stop_the_others(
+    home: Path, job_timeout: int, daemon: subprocess.Popen
+) -> None:
+    hang = run_cli(home, "add", "every", "1s", "--", "sleep", "30").stdout.strip()
+    fail = run_cli(home, "add", "every", "1s", "--", "sh", "-c", "exit 7").stdout.strip()
+    ok = run_cli(home, "add", "every", "1s", "--", "true").stdout.strip()
+    assert hang and fail and ok
+
+    def count(job_id: str, status: str) -> int:
+        return sum(1 for r in ledger_rows(home) if r["job_id"] == job_id and r["status"] == status)
+
+    wait_for(
+        lambda: count(ok, "ok") >= 3 and count(fail, "error") >= 2 and count(hang, "skipped"),
+        timeout=40,
+    )
+    assert count(hang, "ok") == 0
+    daemon.send_signal(signal.SIGINT)
+    daemon.communicate(timeout=60)  # waits at most job_timeout for the hung job
+    assert daemon.returncode == 0
+    wait_for(lambda: count(hang, "timeout"), timeout=10)
+
+
+def test_eight_concurrent_adds_make_eight_jobs(home: Path) -> None:
+    env = dict(os.environ, HERMES_HOME=str(home))
+    procs = [
+        subprocess.Popen(
+            cli_cmd("add", "every", f"{i + 1}h", "--", "echo", str(i)),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    ids = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        ids.append(out.strip())
+    assert len(set(ids)) == 8
+    listed = json.loads(run_cli(home, "list", "--json").stdout)
+    assert sorted(j["id"] for j in listed) == sorted(ids)
+    assert sorted(j["command"][1] for j in listed) == [str(i) for i in range(8)]
+
+
+def test_daemon_with_an_external_provider_prints_its_summary_and_exits_0(home: Path) -> None:
+    write_user_plugin(
+        home,
+        "remote",
+        """
+        from hermes_cron import hookimpl
+
+        @hookimpl
+        def start(ctx, stop_event):
+            return {"armed": [j["id"] for j in ctx.store.list_jobs()], "cancelled": []}
+        """,
+    )
+    write_config(home, {"cron": {"provider": "remote"}})
+    job_id = run_cli(home, "add", "every", "1h", "--", "true").stdout.strip()
+    proc = run_cli(home, "daemon", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"armed": [job_id], "cancelled": []}
+    human = run_cli(home, "daemon")
+    assert human.returncode == 0 and f'armed: ["{job_id}"]' in human.stdout
+
+
+def test_tick_runs_what_is_due_once(home: Path) -> None:
+    job_id = run_cli(home, "add", "every", "1s", "--", "true").stdout.strip()
+    wait_for(
+        lambda: (
+            json.loads(run_cli(home, "show", job_id, "--json").stdout)["next_run_at"] <= _now_iso()
+        ),
+        timeout=10,
+    )
+    proc = run_cli(home, "tick")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{job_id}: ok" in proc.stdout
+    assert [r["status"] for r in ledger_rows(home)] == ["ok"]
+
+
+def _now_iso() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat()
+
+
+def test_console_script_entry_point(home: Path) -> None:
+    script = Path(sys.executable).with_name("hermes-cron")
+    if not script.exists():
+        pytest.skip("the console script is not installed next to this interpreter")
+    proc = subprocess.run(
+        [str(script), "status", "--json"],
+        env=dict(os.environ, HERMES_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["provider"] == "builtin"
