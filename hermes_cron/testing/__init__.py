@@ -1,1 +1,1 @@
-"""Testing helpers for plugin authors and for our own tests (fixtures, NAS stand-in, conformance)."""
+"""Testing helpers for plugin authors and our own tests: fixtures, conformance, NAS stand-in."""
