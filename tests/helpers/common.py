@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import fake_schedules  # noqa: E402  (temporary, until hermes_cron.schedules lands)
-
-fake_schedules.install_if_needed()
-
-from hermes_cron.clock import FakeClock, SystemClock  # noqa: E402
-from hermes_cron.paths import HomePaths  # noqa: E402
-from hermes_cron.store import JobStore  # noqa: E402
-from hermes_cron.timeutil import parse_iso  # noqa: E402
+from hermes_cron.clock import FakeClock, SystemClock
+from hermes_cron.paths import HomePaths
+from hermes_cron.store import JobStore
+from hermes_cron.timeutil import parse_iso
 
 
 def make_store(home: str, now: str = "") -> JobStore:

@@ -10,14 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
-from . import fake_schedules
-
-fake_schedules.install_if_needed()
-
-from hermes_cron.clock import Clock  # noqa: E402
-from hermes_cron.paths import HomePaths  # noqa: E402
-from hermes_cron.schedules import Schedule, parse_schedule  # noqa: E402
-from hermes_cron.store import JobStore  # noqa: E402
+from hermes_cron.clock import Clock
+from hermes_cron.paths import HomePaths
+from hermes_cron.schedules import Schedule, parse_schedule
+from hermes_cron.store import JobStore
 
 HELPERS = Path(__file__).resolve().parent
 
