@@ -246,15 +246,10 @@ def _check_cron(expr: str, q: str) -> str:
                 f"{q}: day-of-month {min(days)} never occurs in the selected months "
                 f"(the longest has {longest} days)"
             )
-    normal = " ".join(fields)
-    try:
-        CronSim(normal, datetime(2000, 1, 1, tzinfo=UTC))
-    except CronSimError as exc:  # our checks should have caught it; keep cronsim's word
-        message = str(exc) or "invalid expression"
-        raise ScheduleError(f"{q}: {message[0].lower()}{message[1:]}") from None
-    return normal
+    return " ".join(fields)
 
 
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _WEEK = timedelta(days=7)
 _MICRO = timedelta(microseconds=1)
 _FIXED_ZONES: Dict[timedelta, tzinfo] = {}
@@ -450,19 +445,21 @@ class _CronSpec:
         return result
 
 
-@functools.lru_cache(maxsize=4096)
+# Sized for tens of thousands of distinct jobs: a miss re-validates and loses the memo.
+@functools.lru_cache(maxsize=65536)
 def _cron_spec(expr: str, tz: str) -> _CronSpec:
     """Validated, memoised evaluator for ``expr`` in zone ``tz``."""
-    normal = _check_cron(expr, _q(expr))
-    spec = _CronSpec(normal, _zone(tz))
-    # An expression may be valid field by field yet never fire within cronsim's 50-year
-    # horizon; such a job would sit in the store forever with no next run.
-    if spec.next_after(datetime(2000, 1, 1, tzinfo=UTC)) is None:
-        raise ScheduleError(f"{_q(expr)}: the expression never fires")
-    spec._next_memo = None
+    q = _q(expr)
+    spec = _CronSpec(_check_cron(expr, q), _zone(tz))
+    try:
+        CronSim(spec.expr, _EPOCH)  # cronsim's own parse, so no later call can fail
+    except CronSimError as exc:  # our checks should have caught it; keep cronsim's word
+        message = str(exc) or "invalid expression"
+        raise ScheduleError(f"{q}: {message[0].lower()}{message[1:]}") from None
     return spec
 
 
+@functools.lru_cache(maxsize=65536)
 def _cron_expr_for(text: str) -> str:
     """The 5-field expression for a cron text (an alias or fields), validated."""
     q = _q(text)
@@ -577,9 +574,12 @@ def _parse_time(text: str, zone: tzinfo) -> Optional[datetime]:
         if "isoformat" in detail:
             detail = "expected e.g. 2026-05-01T09:00 or 2026-05-01T09:00+02:00"
         raise ScheduleError(f"{_q(text)}: not a valid ISO 8601 time ({detail})") from None
-    if parsed.tzinfo is None:
-        return _resolve_wall(parsed, zone)
-    return parsed.astimezone(UTC)
+    try:
+        if parsed.tzinfo is None:
+            return _resolve_wall(parsed, zone)
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ScheduleError(f"{_q(text)}: the time is out of range") from None
 
 
 def _once_text_ok(text: str) -> bool:
@@ -689,9 +689,10 @@ class Schedule:
         if self.kind == "interval":
             anchor, step = self.anchor, timedelta(seconds=self.seconds)  # type: ignore[arg-type]
             assert anchor is not None
-            if when < anchor + step:
+            if when < anchor:
                 return None
-            return anchor + ((when - anchor) // step) * step
+            k = (when - anchor) // step  # the fire times are k >= 1
+            return anchor + k * step if k >= 1 else None
         assert self.at is not None
         return self.at if self.at <= when else None
 
@@ -787,13 +788,21 @@ def _schedule_from_record(record: Dict[Any, Any]) -> Schedule:
 
 
 def _looks_like_cron(text: str) -> bool:
-    """Cron-shaped: several tokens of cron characters, most starting with a digit or ``*``
-    (so ``x * * * *`` gets a field message while ``in 5 minutes`` is plain garbage)."""
+    """Cron-shaped: several tokens, most starting with a digit or ``*`` (so ``x * * * *``
+    gets a message about its minute field while ``in 5 minutes`` is plain garbage)."""
     tokens = text.split()
-    if len(tokens) < 2 or not all(_CRON_TOKEN.match(token) for token in tokens):
+    if len(tokens) < 2:
         return False
     numeric = sum(1 for token in tokens if token[0].isdigit() or token[0] == "*")
     return 2 * numeric >= len(tokens)
+
+
+def _firing(schedule: Schedule, now: datetime) -> Schedule:
+    """Reject a cron expression that is valid field by field yet has no fire time within
+    cronsim's 50-year horizon: such a job would sit in the store with no next run."""
+    if schedule.next_after(now) is None:
+        raise ScheduleError(f"{_q(schedule.text)}: the expression never fires")
+    return schedule
 
 
 def parse_schedule(text: str, *, tz: Optional[str] = None, now: datetime) -> Schedule:
@@ -845,7 +854,10 @@ def parse_schedule(text: str, *, tz: Optional[str] = None, now: datetime) -> Sch
         return Schedule(kind="once", text=stripped, tz=zone_name, at=at)
 
     if _looks_like_cron(stripped):
-        return Schedule(kind="cron", text=stripped, tz=zone_name, expr=_check_cron(stripped, q))
+        return _firing(
+            Schedule(kind="cron", text=stripped, tz=zone_name, expr=_check_cron(stripped, q)),
+            now_utc,
+        )
 
     raise ScheduleError(f"{q}: not a schedule; {_FORMS_HELP}")
 
