@@ -35,8 +35,7 @@ def test_command_job_ok_writes_output_ledger_and_finishes(
 ) -> None:
     ctx = make_ctx(paths, clock)
     script = (
-        "import os; e = os.environ; "
-        "print('job', e['HERMES_CRON_JOB_ID'], e['HERMES_CRON_FIRE_AT'])"
+        "import os; e = os.environ; print('job', e['HERMES_CRON_JOB_ID'], e['HERMES_CRON_FIRE_AT'])"
     )
     job = ctx.store.add(sched("every 10m", clock), command=[PY, "-c", script], name="hello")
     fire_at = _due(ctx, job["id"])
