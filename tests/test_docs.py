@@ -10,6 +10,7 @@ in order, against one fresh home per page.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import json
@@ -172,3 +173,150 @@ def test_few_examples_are_not_run() -> None:
     total = len(python_examples())
     assert total >= 10
     assert len(skipped) <= 3, "keep non-runnable examples rare"
+
+
+# -- shell examples -----------------------------------------------------------------------
+
+
+def console_sessions() -> List[Any]:
+    """``(path, [(command, expected output)])`` of every ```console block."""
+    params = []
+    for path in doc_files():
+        for line, _attrs, code in blocks(path, "console"):
+            steps: List[Tuple[str, List[str]]] = []
+            for text in code.splitlines():
+                if text.startswith("$ "):
+                    steps.append((text[2:], []))
+                else:
+                    assert steps, f"{path}:{line}: output before any '$ ' command"
+                    steps[-1][1].append(text)
+            params.append(pytest.param(path, steps, id=f"{path.relative_to(ROOT)}:{line}"))
+    return params
+
+
+def shell_env(home: Path) -> Dict[str, str]:
+    env = child_env(home)
+    env["TZ"] = "UTC"
+    # The hermes-cron script of the interpreter running the tests (the venv's or tox's).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+@pytest.mark.parametrize("path,steps", console_sessions())
+def test_console_example_prints_what_the_docs_show(
+    path: Path, steps: List[Tuple[str, List[str]]], tmp_path: Path
+) -> None:
+    """A ```console block is a transcript: each ``$ command`` runs (bash, fresh
+    HERMES_HOME per block) and must print exactly the lines shown under it."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for command, expected in steps:
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            env=shell_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+        assert proc.stdout.splitlines() == expected, f"$ {command}\n{proc.stdout}"
+
+
+# -- the CLI reference ------------------------------------------------------------------
+
+
+def cli_commands() -> Dict[str, argparse.ArgumentParser]:
+    from hermes_cron.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("hermes-cron has no subcommands")
+
+
+def cli_section(name: str) -> str:
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    heading = f"### `{name}`\n"
+    assert heading in text, f"docs/cli.md has no section for the command {name!r}"
+    return text.split(heading, 1)[1].split("\n#", 1)[0]
+
+
+@pytest.mark.parametrize("name", sorted(cli_commands()))
+def test_every_cli_command_and_option_is_documented(name: str) -> None:
+    section = cli_section(name)
+    parser = cli_commands()[name]
+    assert f"hermes-cron {name}" in section, "show the command's usage line"
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS or "-h" in action.option_strings:
+            continue
+        if action.dest == "json":
+            continue  # documented once for every command, at the top of the page
+        names = action.option_strings or [action.metavar or action.dest.upper()]
+        assert any(n in section for n in names), f"{name}: {names[0]} is not documented"
+
+
+def test_global_options_are_documented() -> None:
+    from hermes_cron.cli import build_parser
+
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    for action in build_parser()._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert f"`{option}" in text, f"global option {option} is not documented"
+
+
+def documented_json(name: str) -> Any:
+    found = [code for _l, _a, code in blocks_of_text(cli_section(name), "json")]
+    assert found, f"docs/cli.md: {name} needs a JSON example"
+    return json.loads(found[0])
+
+
+def blocks_of_text(text: str, lang: str) -> Iterator[Tuple[int, str, str]]:
+    for match in FENCE.finditer(text):
+        if match.group("lang") == lang:
+            yield 0, match.group("attrs"), match.group("body")
+
+
+def hermes_cron(home: Path, *args: str) -> Any:
+    proc = subprocess.run(
+        [sys.executable, "-m", "hermes_cron", "--json", *args],
+        env=shell_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_documented_json_shapes_match_the_real_output(tmp_path: Path) -> None:
+    """Each JSON example of docs/cli.md has exactly the fields the command prints."""
+    home = tmp_path / "home"
+    home.mkdir()
+    job = hermes_cron(home, "add", "every 1h", "--", sys.executable, "-c", "print('hi')")
+    ran = hermes_cron(home, "run", job["id"])
+    real = {
+        "add": job,
+        "run": ran,
+        "runs": hermes_cron(home, "runs")[0],
+        "providers": hermes_cron(home, "providers")[0],
+        "status": hermes_cron(home, "status"),
+    }
+    for name, value in real.items():
+        doc = documented_json(name)
+        doc = doc[0] if isinstance(doc, list) else doc
+        assert set(doc) == set(value), f"{name}: docs {sorted(doc)} != real {sorted(value)}"
+    contract = {
+        "runs": {"job_id", "fire_at", "provider", "started_at", "finished_at", "status", "output"},
+        "providers": {"name", "source", "path", "available", "active", "shadowed_by", "error"},
+        "status": {
+            "provider", "requested", "fallback_reason", "heartbeat_at", "last_error", "jobs",
+            "next_due",
+        },
+    }  # fmt: skip
+    for name, fields in contract.items():
+        section = cli_section(name)
+        for field in fields:
+            assert f"`{field}`" in section, f"{name}: the contract field {field} is not described"
