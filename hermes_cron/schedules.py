@@ -308,6 +308,22 @@ def _segment_start(zone: tzinfo, start: datetime, end: datetime) -> Optional[dat
     return None
 
 
+def _cronsim_form(expr: str, q: str) -> str:
+    """``expr`` as cronsim should read it: a one-value range with a step (``53-53/2``)
+    is just that value in cron, but cronsim reads it as ``53/2`` (53, 55, 57, 59)."""
+    fields = expr.split()
+    for index, text in enumerate(fields):
+        terms = text.split(",")
+        for position, term in enumerate(terms):
+            base, slash, _step = term.partition("/")
+            start, dash, end = base.partition("-")
+            if slash and dash and start != "*":
+                if _field_value(q, index, start) == _field_value(q, index, end):
+                    terms[position] = start
+        fields[index] = ",".join(terms)
+    return " ".join(fields)
+
+
 class _CronSpec:
     """A validated cron expression in one zone, with the last answers memoised.
 
@@ -450,7 +466,7 @@ class _CronSpec:
 def _cron_spec(expr: str, tz: str) -> _CronSpec:
     """Validated, memoised evaluator for ``expr`` in zone ``tz``."""
     q = _q(expr)
-    spec = _CronSpec(_check_cron(expr, q), _zone(tz))
+    spec = _CronSpec(_cronsim_form(_check_cron(expr, q), q), _zone(tz))
     try:
         CronSim(spec.expr, _EPOCH)  # cronsim's own parse, so no later call can fail
     except CronSimError as exc:  # our checks should have caught it; keep cronsim's word

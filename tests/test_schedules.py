@@ -93,6 +93,15 @@ class TestCronForms:
         assert fire == utc(2026, 4, 1, 13, 30)
         assert fire is not None and fire.utcoffset() == timedelta(0)
 
+    def test_a_stepped_range_of_one_value_is_that_value(self) -> None:
+        # Vixie: 53-53/2 is {53}; cronsim alone would read it as 53/2 = {53, 55, 57, 59}.
+        sched = parse("53-53/2 * * * *")
+        assert sched.expr == "53-53/2 * * * *"
+        assert preview(sched, after=NOW, count=2) == [
+            utc(2026, 4, 1, 12, 53),
+            utc(2026, 4, 1, 13, 53),
+        ]
+
     def test_special_fields(self) -> None:
         assert preview(parse("0 0 L * *"), after=NOW, count=2) == [
             utc(2026, 4, 30),

@@ -143,7 +143,9 @@ class TestNewYork:
         autumn = fires("*/15 * * * *", self.TZ, utc(2026, 11, 1, 5, 0), 8)
         assert autumn == [utc(2026, 11, 1, 5, 15) + timedelta(minutes=15 * i) for i in range(8)]
         zone = ZoneInfo(self.TZ)
-        assert sum(1 for t in autumn if t.astimezone(zone).hour == 1) == 7  # 01:15..01:45 twice, 01:00
+        assert (
+            sum(1 for t in autumn if t.astimezone(zone).hour == 1) == 7
+        )  # 01:15..01:45 twice, 01:00
 
 
 class TestLordHowe:
@@ -172,6 +174,25 @@ class TestLordHowe:
         assert fires("45 1 * * 0", self.TZ, utc(2026, 3, 30), 2) == [
             utc(2026, 4, 4, 14, 45),
             utc(2026, 4, 11, 15, 15),
+        ]
+
+    def test_hourly_jobs_follow_the_wall_minute_after_a_half_hour_shift(self) -> None:
+        # Right after the jump the wall clock reads 02:30: "30 * * * *" fires then, not
+        # an hour later (cronsim alone steps 3600 s from 01:30 and lands on 03:30).
+        assert fires("30 * * * *", self.TZ, utc(2026, 10, 3, 14, 0), 3) == [
+            utc(2026, 10, 3, 15, 0),  # 01:30 +10:30
+            utc(2026, 10, 3, 15, 30),  # 02:30 +11
+            utc(2026, 10, 3, 16, 30),  # 03:30 +11
+        ]
+        # In autumn 01:30 comes twice in real time, and a wildcard job runs both times.
+        assert fires("30 * * * *", self.TZ, utc(2026, 4, 4, 14, 0), 3) == [
+            utc(2026, 4, 4, 14, 30),  # 01:30 +11
+            utc(2026, 4, 4, 15, 0),  # 01:30 +10:30
+            utc(2026, 4, 4, 16, 0),  # 02:30 +10:30
+        ]
+        assert fires("0 */2 * * *", self.TZ, utc(2026, 4, 4, 12, 30), 2) == [
+            utc(2026, 4, 4, 13, 0),  # 00:00 +11
+            utc(2026, 4, 4, 15, 30),  # 02:00 +10:30 (the 02:00 +11 instant shows 01:30)
         ]
 
     def test_every_15_minutes_follows_elapsed_time(self) -> None:
@@ -300,8 +321,10 @@ def test_matches_oracle_around_transition(tz: str, transition: datetime, expr: s
         for probe in (t, t + timedelta(seconds=29, microseconds=5)):
             assert sched.next_after(probe) == oracle_next(probe), probe
             assert sched.latest_at_or_before(probe) == oracle_latest(probe), probe
-        t += timedelta(minutes=5) if sched.expr and sched.expr.startswith("*") else timedelta(
-            minutes=1
+        t += (
+            timedelta(minutes=5)
+            if sched.expr and sched.expr.startswith("*")
+            else timedelta(minutes=1)
         )
     later = [f for f in expected if f > window_start]
     assert preview(sched, after=window_start, count=len(later)) == later
