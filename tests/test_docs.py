@@ -2,10 +2,15 @@
 examples in them run.
 
 Python examples: every fenced ```python block in ``docs/`` and ``README.md`` runs
-in a subprocess with a fresh ``HERMES_HOME``. A block that cannot run on its own
-starts with ``# not run: <reason>`` and is only compiled. Shell examples: every
-``hermes-cron`` line in a ```sh block of the pages listed in ``SHELL_PAGES`` runs,
-in order, against one fresh home per page.
+in a subprocess with a fresh ``HERMES_HOME`` (``--8<--`` snippet includes are
+expanded first). A block that starts with ``# run with pytest`` is a test module
+and runs under pytest. A block that cannot run on its own starts with
+``# not run: <reason>`` and is only compiled.
+
+Shell examples: every ```sh block runs under ``bash -euo pipefail`` with a fresh
+``HERMES_HOME`` and must exit 0, except install instructions (a block whose first
+line runs ``pip install``: installing is what tox does) and blocks that start with
+``# not run: <reason>``. A ```console block is a transcript whose output must match.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ hookspec = importlib.import_module("hermes_cron.hookspec")
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 NOT_RUN = "# not run:"
+WITH_PYTEST = "# run with pytest"
+EXAMPLE_SRC = ROOT / "examples" / "hermes-cron-provider-example" / "src"
 SNIPPET = re.compile(r'^-{2}8<-{2} "(?P<path>[^"]+)"\s*$', re.M)
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)(?P<attrs>[^\n]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
@@ -88,7 +95,9 @@ def child_env(home: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env["HERMES_HOME"] = str(home)
     env.pop("HERMES_CRON_TRACE_PLUGINS", None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    # The example provider's source (the tutorial includes it; it is not installed here).
+    paths = (str(EXAMPLE_SRC), env.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 
 
@@ -150,17 +159,25 @@ def test_python_example_runs(path: Path, code: str, tmp_path: Path) -> None:
         return
     home = tmp_path / "home"
     home.mkdir()
-    script = tmp_path / "example.py"
+    if first.startswith(WITH_PYTEST):
+        # A test module: run it under pytest (with hermes-cron's pytest plugin).
+        script = tmp_path / "test_doc_example.py"
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
+    else:
+        script = tmp_path / "example.py"
+        command = [sys.executable]
     script.write_text(code, encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, str(script)],
+        [*command, str(script)],
         cwd=tmp_path,
         env=child_env(home),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 0, f"{path.name} example failed:\n{code}\n---\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"{path.name} example failed:\n{code}\n---\n{proc.stdout}\n{proc.stderr}"
+    )
 
 
 def test_few_examples_are_not_run() -> None:
@@ -320,3 +337,35 @@ def test_documented_json_shapes_match_the_real_output(tmp_path: Path) -> None:
         section = cli_section(name)
         for field in fields:
             assert f"`{field}`" in section, f"{name}: the contract field {field} is not described"
+
+
+def shell_examples() -> List[Any]:
+    params = []
+    for path in doc_files():
+        for line, _attrs, code in blocks(path, "sh"):
+            params.append(pytest.param(path, code, id=f"{path.relative_to(ROOT)}:{line}"))
+    return params
+
+
+INSTALL = re.compile(r"^(python3? -m )?pip install\b")
+
+
+@pytest.mark.parametrize("path,code", shell_examples())
+def test_shell_example_runs(path: Path, code: str, tmp_path: Path) -> None:
+    first = code.lstrip().splitlines()[0] if code.strip() else ""
+    if first.startswith(NOT_RUN):
+        assert len(first) > len(NOT_RUN) + 5, "say why the example does not run"
+        return
+    if INSTALL.match(first):
+        return  # an install instruction: tox installs the package for real
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", code],
+        cwd=tmp_path,
+        env=shell_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"{path.name}:\n{code}\n---\n{proc.stdout}\n{proc.stderr}"
