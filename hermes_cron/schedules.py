@@ -78,8 +78,9 @@ _UTC_NAMES = frozenset(
 
 
 def _q(text: str) -> str:
-    """Quote user input the way every message does: ``'61 * * * *'``."""
-    return f"'{text}'"
+    """Quote user input the way every message does: ``'61 * * * *'``. Control
+    characters are escaped so a message stays on one line."""
+    return f"'{text}'" if text.isprintable() else repr(text)
 
 
 def _require_aware(value: datetime, name: str) -> None:
@@ -97,17 +98,15 @@ def _zone(name: str) -> tzinfo:
     """The zone for an IANA name (``timezone.utc`` for UTC aliases); ScheduleError if unknown."""
     if not isinstance(name, str) or not name.strip():
         raise ScheduleError(f"time zone must be an IANA name such as Europe/Berlin, got {name!r}")
-    if name in _UTC_NAMES:
-        get_zone(name)  # still a real zone name
-        return UTC
     if name in ("localtime", "posixrules", "Factory"):
         raise ScheduleError(f"{name!r} is not an IANA time zone name; use e.g. Europe/Berlin")
     try:
-        return get_zone(name)
+        zone = get_zone(name)
     except ValueError:
         raise ScheduleError(
             f"unknown time zone {name!r} (expected an IANA name such as Europe/Berlin)"
         ) from None
+    return UTC if name in _UTC_NAMES else zone
 
 
 # ----------------------------------------------------------------------------- cron
@@ -231,6 +230,8 @@ def _check_cron(expr: str, q: str) -> str:
     if count != 5:
         raise ScheduleError(f"{q}: a cron expression has 5 fields ({_FIELD_HELP}), got {count}")
     for index, text in enumerate(fields):
+        if len(text) > 200:
+            raise ScheduleError(f"{q}: the {_FIELDS[index][0]} field is too long")
         if not _CRON_TOKEN.match(text):
             raise ScheduleError(
                 f"{q}: {_FIELDS[index][0]} field {_q(text)} has a character cron does not use"
@@ -505,14 +506,15 @@ _UNITS = {
     "w": 7 * 86400,
 }
 _UNIT_WORDS = r"s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?"
-_DURATION_PART = re.compile(rf"(\d+)\s*({_UNIT_WORDS})(?![a-z])", re.IGNORECASE)
-_DURATION = re.compile(rf"(?:\d+\s*(?:{_UNIT_WORDS})(?![a-z])\s*)+", re.IGNORECASE)
+# At most 12 digits a number: more is no duration (and int() of thousands of digits fails).
+_DURATION_PART = re.compile(rf"(\d{{1,12}})\s*({_UNIT_WORDS})(?![a-z])", re.IGNORECASE)
+_DURATION = re.compile(rf"(?:\d{{1,12}}\s*(?:{_UNIT_WORDS})(?![a-z])\s*)+", re.IGNORECASE)
 
 
 def _duration_seconds(text: str) -> Optional[int]:
     """Seconds in ``90s``, ``1h30m``, ``2 hours``...; None if ``text`` is not a duration.
 
-    ``M`` is minutes only in lower case, so a month-minded ``1M`` is not misread.
+    A bare capital ``M`` is refused, so a month-minded ``1M`` is not read as a minute.
     """
     if not _DURATION.fullmatch(text):
         return None
@@ -648,6 +650,8 @@ class Schedule:
             raise ScheduleError(f"unknown schedule kind {self.kind!r} (one of {', '.join(KINDS)})")
         if not isinstance(self.text, str) or not self.text.strip():
             raise ScheduleError("schedule text must be a non-empty string")
+        if not isinstance(self.tz, str):
+            raise ScheduleError(f"time zone must be an IANA name, got {self.tz!r}")
         _zone(self.tz)
         wanted = _KIND_FIELDS[self.kind]
         for name in ("expr", "seconds", "anchor", "at"):

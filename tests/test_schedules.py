@@ -327,6 +327,14 @@ def test_garbage_says_what_is_expected(text: str) -> None:
     assert "expected a cron expression ('*/5 * * * *'), an alias (@daily), an interval " in message
 
 
+def test_messages_stay_on_one_line() -> None:
+    assert error_of("0\n0") == (
+        "'0\\n0': a cron expression has 5 fields "
+        "(minute hour day-of-month month day-of-week), got 2"
+    )
+    assert error_of("9" * 300 + " * * * *").endswith(": the minute field is too long")
+
+
 def test_unknown_zone_is_named() -> None:
     assert error_of("@daily", tz="Mars/Olympus") == (
         "unknown time zone 'Mars/Olympus' (expected an IANA name such as Europe/Berlin)"

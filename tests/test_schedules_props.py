@@ -188,3 +188,49 @@ def test_record_round_trip(text: str, tz: str, now: datetime) -> None:
     assert again == sched
     assert again.to_record() == record
     assert again.next_after(now) == sched.next_after(now)
+
+
+cronish = st.lists(
+    st.text(alphabet="0123456789*/,-#?LWMONFRIJAN", min_size=1, max_size=6), min_size=1, max_size=7
+).map(" ".join)
+anything = st.one_of(
+    st.text(max_size=40),
+    cronish,
+    st.text(alphabet="0123456789+-:TZ .smhdw every", max_size=30),
+)
+
+
+@SETTINGS
+@given(text=anything, now=instants)
+def test_any_text_parses_or_gives_a_schedule_error(text: str, now: datetime) -> None:
+    try:
+        sched = parse_schedule(text, tz="Europe/Berlin", now=now)
+    except ScheduleError as exc:
+        message = str(exc)
+        assert message and "\n" not in message
+        return
+    assert Schedule.from_record(sched.to_record()) == sched
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@SETTINGS
+@given(
+    kind=st.sampled_from(["cron", "interval", "once", "other"]),
+    fields=st.dictionaries(
+        st.sampled_from(["text", "tz", "expr", "seconds", "anchor", "at", "extra"]),
+        json_values,
+    ),
+)
+def test_any_record_loads_or_gives_a_schedule_error(kind: str, fields: dict) -> None:
+    try:
+        Schedule.from_record({"kind": kind, **fields})
+    except ScheduleError as exc:
+        assert str(exc) and "\n" not in str(exc)
