@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Optional, Type, Union
+from typing import Dict, Optional, Type, Union
 
 from .errors import LockTimeoutError
 
@@ -34,6 +34,21 @@ PathArg = Union[str, "os.PathLike[str]"]
 #: so a waiter does not spin on a busy machine.
 _FIRST_DELAY = 0.001
 _MAX_DELAY = 0.05
+
+#: One in-process lock per lock file: threads of this process queue on it (woken the
+#: moment it is released) before polling ``flock``, so they never wait out a backoff
+#: sleep for each other; the ``flock`` polling is left to contention between processes.
+_THREAD_LOCKS: Dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    key = os.path.abspath(path)
+    with _THREAD_LOCKS_GUARD:
+        lock = _THREAD_LOCKS.get(key)
+        if lock is None:
+            lock = _THREAD_LOCKS[key] = threading.Lock()
+        return lock
 
 
 class FileLock:
@@ -67,10 +82,25 @@ class FileLock:
         if self.held:
             raise RuntimeError(f"{self.path}: lock already held by this thread (not re-entrant)")
         limit = self.timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + max(0.0, limit)
+        in_process = _thread_lock(self.path)
+        if not in_process.acquire(timeout=max(0.0, limit)):
+            holder = self._holder()
+            who = f" (held by {holder})" if holder else ""
+            raise LockTimeoutError(
+                f"{self.path}: could not acquire the lock within {limit:g} s{who}; "
+                "another hermes-cron process is busy or stuck"
+            )
+        try:
+            self._acquire_file(limit, deadline)
+        except BaseException:
+            in_process.release()
+            raise
+
+    def _acquire_file(self, limit: float, deadline: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + max(0.0, limit)
             delay = _FIRST_DELAY
             while True:
                 try:
@@ -110,6 +140,7 @@ class FileLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+            _thread_lock(self.path).release()
 
     def _holder(self) -> str:
         try:
