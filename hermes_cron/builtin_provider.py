@@ -9,17 +9,25 @@ The loop (``start``):
 1. catch-up: ``store.catch_up()`` records missed fires and interrupted runs;
 2. repeat until ``stop_event`` is set:
 
-   * ``now = clock.now()``; ``store.due(now)``; claim every due job in one
-     locked write (``store.claim_many`` with a fresh owner token), in the loop
-     thread; hand each claim that needs recording or running (won, skipped,
-     missed) to a bounded worker pool (``cron.max_workers``) that calls
-     ``runner.execute_claim``, so one slow job never delays the loop;
-   * sleep with ``clock.wait`` until the earliest ``next_run_at``, but at most
-     ``POLL_CAP`` (1 s): a change to ``jobs.json`` by another process is noticed
-     within a second (the store re-reads only when the file's stat token
-     changed), and a suspend or a wall-clock jump is noticed within a second of
-     the process running again. There is no fixed tick and no one-minute floor.
-     ``on_jobs_changed`` in this process wakes the loop at once.
+   * ``now = clock.now()``; once the earliest fire is ``PRECLAIM_LEAD`` (50 ms)
+     away, claim every fire due within ``PRECLAIM`` (0.25 s) in one locked write
+     (``store.claim_many`` with a fresh owner token), in the loop thread. A
+     claim for a fire still in the future goes to the dispatcher thread, which
+     hands it to the worker pool at its due time; anything else that needs
+     recording or running (won, skipped, missed) goes to the pool at once. The
+     pool is bounded (``cron.max_workers``) and calls ``runner.execute_claim``,
+     so one slow job never delays the loop, and a claim write (which may wait
+     for the store lock) never delays a run that is due;
+   * sleep with ``clock.wait`` until ``PRECLAIM_LEAD`` before the earliest
+     unclaimed ``next_run_at``, but at most ``POLL_CAP`` (1 s): a change to
+     ``jobs.json`` by another process is noticed within a second (the store
+     re-reads only when the file's stat token changed), and a suspend or a
+     wall-clock jump is noticed within a second of the process running again.
+     There is no fixed tick and no one-minute floor. ``on_jobs_changed`` in
+     this process wakes the loop at once.
+
+   Claiming up to 0.25 s ahead means the overlap rule is applied then, and a
+   job paused or removed in the last 0.25 s before its fire still runs that fire.
 
    Wall time is read again after every wake, so a clock jump or a suspend goes
    through the store's missed-run policy (one coalesced catch-up within
@@ -27,8 +35,9 @@ The loop (``start``):
    nothing twice (``next_run_at`` was already advanced). The overlap rule (a
    recurring job still running is skipped) lives in the store's claim.
 
-3. on stop: wait up to ``min(cron.job_timeout, 30 s)`` for running jobs; claims
-   that were won but never started are released with an ``error`` record.
+3. on stop: fires already claimed ahead are started at their due time (at most
+   0.25 s away); then wait up to ``min(cron.job_timeout, 30 s)`` for running
+   jobs; claims still queued after that are released with an ``error`` record.
 
 Failures never stop the loop: an exception in a job or in an iteration is
 logged and recorded in ``cron/status.json`` (``last_error``); repeated
