@@ -244,6 +244,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     table = []
     for row in rows:
+        output = row.get("output") or ""
+        if output:
+            # The path below cron/output/ is enough to find the file.
+            output = "/".join(output.replace(os.sep, "/").split("/")[-2:])
         table.append(
             [
                 str(row.get("job_id")),
@@ -251,7 +255,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 _fmt_time(row.get("started_at")),
                 str(row.get("status")),
                 str(row.get("provider")),
-                _shorten(row.get("error") or row.get("output") or "", 60),
+                _shorten(row.get("error") or output, 60),
             ]
         )
     _table(table, ["JOB", "FIRE TIME", "STARTED", "STATUS", "PROVIDER", "OUTPUT / ERROR"])

@@ -261,6 +261,8 @@ def enable_tracing(pm: pluggy.PluginManager) -> Any:
 
 
 def _short(value: Any, limit: int = 120) -> str:
+    if type(value).__name__ == "CronContext":  # its full repr holds the whole config
+        return f"<ctx {getattr(value, 'home', '?')} provider={value.provider_name}>"
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
