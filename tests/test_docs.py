@@ -21,12 +21,14 @@ import inspect
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
+import yaml
 
 from hermes_cron.config import DEFAULTS
 
@@ -86,11 +88,6 @@ def leaf_keys(tree: Dict[str, Any], prefix: Tuple[str, ...] = ()) -> Iterator[Tu
             yield ".".join((*prefix, key)), value
 
 
-def hook_signature(name: str) -> str:
-    params = inspect.signature(getattr(hookspec, name)).parameters
-    return f"{name}({', '.join(params)})"
-
-
 def child_env(home: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env["HERMES_HOME"] = str(home)
@@ -105,13 +102,35 @@ def child_env(home: Path) -> Dict[str, str]:
 
 
 @pytest.mark.parametrize("name", hookspec.PROVIDER_HOOKS + hookspec.EXECUTION_HOOKS)
-def test_every_hook_has_a_section_headed_by_its_signature(name: str) -> None:
+def test_every_hook_has_a_section_with_its_docstring_and_an_example(name: str) -> None:
     text = (DOCS / "hooks.md").read_text(encoding="utf-8")
-    heading = f"### `{hook_signature(name)}`"
-    assert heading in text, f"docs/hooks.md has no section {heading!r}"
-    section = text.split(heading, 1)[1].split("\n### ", 1)[0]
-    assert f"::: hermes_cron.hookspec.{name}" in section, "the section must render the docstring"
-    assert "```python" in section, f"the section of {name} needs an example"
+    directive = f"::: hermes_cron.hookspec.{name}\n"
+    assert directive in text, f"docs/hooks.md does not render the hook {name}"
+    section = text.split(directive, 1)[1].split(":::", 1)[0]
+    examples = [code for _l, _a, code in blocks_of_text(section, "python")]
+    assert examples, f"the section of {name} needs an example"
+    spec = set(inspect.signature(getattr(hookspec, name)).parameters)
+    defs = re.findall(rf"^def {name}\(([^)]*)\)", "\n".join(examples), re.M)
+    assert defs, f"the example of {name} must implement it"
+    for params in defs:
+        names = {p.strip() for p in params.split(",") if p.strip()}
+        assert names <= spec, f"{name} example takes {names}, the spec has {spec}"
+
+
+def test_hook_sections_are_headed_by_the_exact_signature() -> None:
+    """mkdocstrings renders each ``:::`` block as a heading holding the signature."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("tag:yaml.org,2002:python/", lambda *args: None)
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"), Loader=Loader)
+    plugin = next(p["mkdocstrings"] for p in config["plugins"] if isinstance(p, dict))
+    options = plugin["handlers"]["python"]["options"]
+    assert options["show_root_heading"] is True
+    assert options["separate_signature"] is False
+    assert options.get("show_signature", True) is True
+    assert options["show_signature_annotations"] is True
 
 
 def test_every_hook_is_in_the_spec_lists() -> None:
@@ -136,8 +155,6 @@ def test_every_config_key_is_documented_with_its_default(key: str, default: Any)
 
 def test_the_full_config_example_is_the_defaults(tmp_path: Path) -> None:
     """The 'every key at its default' YAML block parses to exactly DEFAULTS."""
-    import yaml
-
     found = [
         code
         for _line, _attrs, code in blocks(DOCS / "configuration.md", "yaml")
@@ -360,12 +377,23 @@ def test_shell_example_runs(path: Path, code: str, tmp_path: Path) -> None:
         return  # an install instruction: tox installs the package for real
     home = tmp_path / "home"
     home.mkdir()
-    proc = subprocess.run(
+    # Its own process group, so that whatever the script left running (a daemon, a
+    # server) is ended with it, even when it fails or times out.
+    proc = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", code],
         cwd=tmp_path,
         env=shell_env(home),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
-    assert proc.returncode == 0, f"{path.name}:\n{code}\n---\n{proc.stdout}\n{proc.stderr}"
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+    assert proc.returncode == 0, f"{path.name}:\n{code}\n---\n{out}\n{err}"
