@@ -171,6 +171,30 @@ def fsync_dir(directory: PathArg) -> None:
         os.close(fd)
 
 
+def remove_dead_temps(path: PathArg) -> int:
+    """Delete the temp files ``atomic_write`` left beside ``path`` when a writer was killed.
+
+    Call it only while holding the lock every writer of ``path`` takes: a writer makes
+    its temp file only while it holds that lock, so any temp file that exists then
+    belongs to a process that died mid-write. Returns how many were removed.
+    """
+    target = Path(path)
+    prefix = f".{target.name}."
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return 0
+    removed = 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(target.parent / name)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 

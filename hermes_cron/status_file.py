@@ -26,7 +26,7 @@ import socket
 from datetime import datetime
 from typing import Any, Dict, Optional
 
-from .lock import FileLock, atomic_write
+from .lock import FileLock, atomic_write, remove_dead_temps
 from .paths import HomePaths
 from .timeutil import to_iso
 
@@ -62,6 +62,8 @@ def update_status(paths: HomePaths, **fields: Any) -> bool:
             data = read_status(paths)
             data.update(fields)
             body = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+            # A writer killed mid-write left its temp file; we hold the lock, so it is dead.
+            remove_dead_temps(paths.status)
             atomic_write(paths.status, body.encode("utf-8"))
         return True
     except Exception as exc:  # LockTimeoutError, OSError: advisory file, never fatal
