@@ -397,3 +397,19 @@ def test_shell_example_runs(path: Path, code: str, tmp_path: Path) -> None:
             pass
         proc.communicate()
     assert proc.returncode == 0, f"{path.name}:\n{code}\n---\n{out}\n{err}"
+
+
+def test_the_job_record_in_concepts_has_the_real_fields(tmp_path: Path) -> None:
+    """docs/concepts.md shows a jobs.json: its record has exactly the stored fields."""
+    [doc] = [
+        json.loads(code)
+        for _l, _a, code in blocks(DOCS / "concepts.md", "json")
+        if '"version": 1' in code
+    ]
+    home = tmp_path / "home"
+    home.mkdir()
+    hermes_cron(home, "add", "0 3 * * *", "--tz", "Europe/Paris", "--", "/bin/true")
+    real = json.loads((home / "cron" / "jobs.json").read_text(encoding="utf-8"))
+    assert set(doc) == set(real)
+    assert set(doc["jobs"][0]) == set(real["jobs"][0])
+    assert doc["jobs"][0]["schedule"].keys() == real["jobs"][0]["schedule"].keys()
