@@ -60,7 +60,7 @@ class NASError(HermesCronError):
     current pass instead of waiting out every remaining call.
     """
 
-    def __init__(self, message: str, *, status: "int | None" = None, retryable: bool = False):
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
