@@ -301,7 +301,10 @@ class NASStandin:
         except ValueError:
             body = raw.decode("utf-8", "replace")
         if self.delay:
-            await asyncio.sleep(self.delay)
+            # Sleep in slices so that stop() is not held up by a slowed request.
+            deadline = time.monotonic() + self.delay
+            while not self._stopping.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         header = request.headers.get("authorization", "")
         with self._cond:
             failing = self._fail_next > 0
