@@ -24,6 +24,7 @@ from helpers.chronoskit import (
     write_config,
 )
 
+from hermes_cron import hookimpl as hermes_hookimpl
 from hermes_cron.clock import FakeClock
 from hermes_cron.context import CronContext
 from hermes_cron.schedules import parse_schedule
@@ -493,3 +494,28 @@ def test_a_401_from_nas_refreshes_the_login_and_retries_once(
     assert retry.headers["Authorization"] == "Bearer access-2"
     stored = json.loads((chronos_home / "auth.json").read_text())["providers"]["nous"]
     assert stored["access_token"] == "access-2" and stored["refresh_token"] == "refresh-2"
+
+
+class _CrashingRunner:
+    """A run_job that dies the way a killed process would: nothing after it runs."""
+
+    @hermes_hookimpl
+    def run_job(self, ctx: Any, job: Any) -> Any:
+        raise SystemExit("the process died mid-run")
+
+
+def test_a_crash_during_the_run_never_loses_the_schedule(
+    chronos_home: Path, clock: FakeClock, httpx_mock: Any
+) -> None:
+    ctx = make_ctx(chronos_home, clock, chronos_config(), extra_plugins=[_CrashingRunner()])
+    mock_nas(httpx_mock)
+    job = add_job(ctx, "every 60s")
+    warm_up(ctx, httpx_mock)
+    clock.set(parse_iso(job["next_run_at"]))
+    with pytest.raises(SystemExit):
+        fire(ctx, job["id"], job["next_run_at"])
+    # The next one-shot was armed before the run began, so NAS will wake us again.
+    (call,) = nas_calls(httpx_mock)
+    assert call[1] == PROVISION
+    assert call[2]["fire_at"] == to_iso(parse_iso(job["next_run_at"]) + timedelta(seconds=60))
+    chronos.chronos_state(ctx).client.close()
