@@ -18,6 +18,7 @@ Configuration (``config.yaml``)::
         timeout: 5          # optional: seconds per NAS request attempt
         retries: 2          # optional: retries after a transport error, 429 or 5xx
         backoff: 0.5        # optional: seconds before the first retry (doubles)
+        reconcile_budget: 60  # optional: longest a reconcile keeps calling NAS, seconds
 
 plus a Nous login in ``auth.json`` (``providers.nous.access_token``; see
 ``hermes_cron.auth``).
@@ -36,6 +37,8 @@ How the hooks work:
   time cost nothing. A NAS failure is logged and recorded in the summary; a
   transport error or 5xx ends the pass at once (so ``start`` is bounded by one
   request's timeouts and retries) and the next reconcile re-lists and heals.
+  A NAS that answers but slowly is bounded too: a pass stops calling it after
+  ``reconcile_budget`` seconds and leaves the rest to the next reconcile.
 * ``on_jobs_changed(ctx, job_ids)``: the same convergence for those jobs only:
   at most one provision or cancel per job, never a ``list``.
 * ``fire_due(ctx, job_id, fire_at)``: a ``wrapper=True`` around the built-in
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import httpx
@@ -196,6 +200,8 @@ class ChronosState:
             backoff=float(cfg_get(config, "cron", "chronos", "backoff", default=0.5)),
             transport=transport,
         )
+        #: Longest time one reconcile pass keeps calling NAS (bounds ``start``).
+        self.budget = float(cfg_get(config, "cron", "chronos", "reconcile_budget", default=60.0))
         self.armed: Dict[str, str] = {}
         self.listed = False
         self.last_errors: List[str] = []
@@ -325,10 +331,25 @@ class ChronosState:
                         todo.append(job_id)
                 # Arms of jobs no longer in the store (removed): cancel them.
                 orphans = [j for j, have in known.items() if j not in jobs and have != NOT_ARMED]
-                for job_id in todo:
-                    self._sync_one(job_id, summary, hint=jobs[job_id], hint_token=token)
-                for job_id in orphans:
-                    self._sync_one(job_id, summary)
+                deadline = time.monotonic() + self.budget
+                for n, job_id in enumerate([*todo, *orphans]):
+                    if time.monotonic() > deadline:
+                        # NAS answers, but slowly: stop here so start() stays bounded;
+                        # what is left is still different, so the next pass does it.
+                        left = len(todo) + len(orphans) - n
+                        self._record(
+                            summary,
+                            NASError(
+                                f"NAS reconcile ran out of its {self.budget:g} s budget; "
+                                f"{left} job(s) left for the next reconcile"
+                            ),
+                        )
+                        summary["deferred"] = True
+                        break
+                    if n < len(todo):
+                        self._sync_one(job_id, summary, hint=jobs[job_id], hint_token=token)
+                    else:
+                        self._sync_one(job_id, summary)
             except _Abort:
                 summary["deferred"] = True
             except HermesCronError as exc:  # the store itself failed

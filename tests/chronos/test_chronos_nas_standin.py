@@ -254,3 +254,37 @@ def test_the_console_script_is_declared() -> None:
     names = {ep.name: ep.value for ep in scripts}
     assert names.get("hermes-cron-nas-standin") == "hermes_cron.testing.nas_standin:main"
     assert json.loads(json.dumps(names))  # plain data
+
+
+def test_a_slow_but_working_nas_cannot_hold_start_beyond_its_budget(
+    nas: NASStandin, home: Path
+) -> None:
+    config = {
+        "cron": {
+            "provider": "chronos",
+            "chronos": {
+                "portal_url": nas.base_url,
+                "callback_url": "http://127.0.0.1:9",
+                "timeout": 5,
+                "reconcile_budget": 0.5,
+            },
+        }
+    }
+    write_auth(home, access_token=TOKEN)
+    clock = FakeClock(datetime.now(timezone.utc))
+    ctx = make_ctx(home, clock, config)
+    for _ in range(20):
+        ctx.store.add(parse_schedule("every 1h", now=clock.now()), command=["true"])
+    nas.set_delay(0.2)  # every answer takes 0.2 s: 21 requests would take 4 s
+    began = time.monotonic()
+    summary = chronos.start(ctx, threading.Event())
+    assert time.monotonic() - began < 3
+    assert summary["deferred"] is True and "budget" in summary["errors"][-1]
+    assert 0 < summary["armed"] < 20
+    nas.set_delay(0)
+    state = chronos.chronos_state(ctx)
+    state.budget = 60
+    rest = chronos.reconcile(ctx)
+    assert rest["errors"] == [] and rest["armed"] == 20 - summary["armed"]
+    assert len(nas.armed()) == 20
+    state.client.close()
