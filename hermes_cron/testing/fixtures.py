@@ -106,9 +106,11 @@ class SocketGuard:
         self.attempts: List[str] = []
         self._saved: List[tuple] = []
 
-    def _refuse(self, what: str) -> Callable[..., Any]:
+    def _refuse(self, what: str, *, method: bool) -> Callable[..., Any]:
         def refuse(*args: Any, **kwargs: Any) -> Any:
-            shown = ", ".join(repr(a) for a in args[1:2] or args[:1])
+            # The address: after ``self`` for socket methods, first for module functions.
+            target = args[1:2] if method else args[:1]
+            shown = ", ".join(repr(a) for a in target)
             self.attempts.append(f"{what}({shown})")
             raise OSError(f"sockets are blocked: {what}({shown})")
 
@@ -116,10 +118,10 @@ class SocketGuard:
 
     def _targets(self) -> List[tuple]:
         return [
-            (socket.socket, "connect", self._refuse("socket.connect")),
-            (socket.socket, "connect_ex", self._refuse("socket.connect_ex")),
-            (socket, "create_connection", self._refuse("socket.create_connection")),
-            (socket, "getaddrinfo", self._refuse("socket.getaddrinfo")),
+            (socket.socket, "connect", self._refuse("socket.connect", method=True)),
+            (socket.socket, "connect_ex", self._refuse("socket.connect_ex", method=True)),
+            (socket, "create_connection", self._refuse("socket.create_connection", method=False)),
+            (socket, "getaddrinfo", self._refuse("socket.getaddrinfo", method=False)),
         ]
 
     def install(self, monkeypatch: Any) -> SocketGuard:
