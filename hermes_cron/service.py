@@ -426,8 +426,9 @@ class CronService:
                     row["active"] = True
                     row["path"] = active.path or row["path"]
                 elif row["requested"] and active.fallback_reason:
-                    # Already tried by the resolver: report its verdict, do not ask again.
-                    row["available"] = active.requested_available
+                    # Already tried by the resolver: report its verdict, do not ask again
+                    # (an is_available that raised or hung was asked: not available).
+                    row["available"] = None if record.error else bool(active.requested_available)
                     row["error"] = record.error or active.fallback_reason
                 else:
                     plugin = record.load()
