@@ -25,6 +25,11 @@ leaves out. A provider that raises is contained:
   ``fallback_reason``, and the built-in's ``start`` runs instead.
 * ``fire_due``: logged and recorded, then re-raised to the caller (the run
   itself is recorded by the shared run body whatever a wrapper does after it).
+  An answer that is not a ``RunResult`` is recorded and the built-in default
+  fires instead (the claim drops it if the provider had fired after all).
+* ``is_available`` answering anything but True or False counts as unavailable.
+
+Failures are logged on one line; the plugin's traceback only at DEBUG level.
 """
 
 from __future__ import annotations
@@ -151,7 +156,11 @@ class ActiveScheduler:
         if "error" in box:
             exc = box["error"]
             raise PluginError(f"is_available raised {type(exc).__name__}: {_one_line(exc)}")
-        return bool(box.get("result"))
+        result = box.get("result")
+        if not isinstance(result, bool):
+            # "no", 0, a list...: a provider that cannot say yes clearly is not selected.
+            raise PluginError(f"is_available returned {_describe(result)}, expected True or False")
+        return result
 
     def start(self, ctx: Any, stop_event: threading.Event) -> Any:
         """Start triggering. Blocks for the built-in (until ``stop_event``); an external
@@ -198,9 +207,10 @@ class ActiveScheduler:
         provider wrapper's failure are raised after being recorded.
         """
         from .errors import HermesCronError
+        from .runner import RunResult
 
         try:
-            return self.hook_caller("fire_due")(ctx=ctx, job_id=job_id, fire_at=fire_at)
+            result = self.hook_caller("fire_due")(ctx=ctx, job_id=job_id, fire_at=fire_at)
         except HermesCronError:
             raise
         except Exception as exc:
@@ -208,6 +218,18 @@ class ActiveScheduler:
                 "fire_due", f"fire_due({job_id}) raised {type(exc).__name__}: {_one_line(exc)}", exc
             )
             raise
+        if self.plugin is not None and not isinstance(result, RunResult):
+            # The provider answered without firing: fire through the built-in default so
+            # the fire is not lost. Safe even if the provider did run it: the claim makes
+            # a second attempt at the same fire a no-op (LOST).
+            self._record(
+                "fire_due",
+                f"fire_due({job_id}) returned {_describe(result)}, expected a RunResult; "
+                "the built-in default fired it",
+                None,
+            )
+            return self.builtin.fire_due(ctx=ctx, job_id=job_id, fire_at=fire_at)
+        return result
 
     # -- fallback and errors --------------------------------------------------------
 
@@ -229,8 +251,10 @@ class ActiveScheduler:
         if ctx is not None:
             ctx.provider_name = BUILTIN_NAME
 
-    def _record(self, hook: str, message: str, exc: BaseException) -> None:
-        log.error("cron provider %r: %s", self.name, message, exc_info=exc)
+    def _record(self, hook: str, message: str, exc: Optional[BaseException]) -> None:
+        # One line in the log; the plugin's traceback only when debugging (--debug).
+        debug = exc is not None and log.isEnabledFor(logging.DEBUG)
+        log.error("cron provider %r: %s", self.name, message, exc_info=exc if debug else None)
         with self._lock:
             self.errors.append(HookError(to_iso(datetime.now(UTC)), hook, message))
             del self.errors[:-20]
@@ -329,6 +353,17 @@ def _fallback(
 ) -> ActiveScheduler:
     log.warning("cron provider %r: %s; using the built-in provider", requested, reason)
     return ActiveScheduler(pm, requested=requested, fallback_reason=reason, error_sink=error_sink)
+
+
+def _describe(value: Any) -> str:
+    """A short one-line picture of a value a hook returned, with its type."""
+    try:
+        text = " ".join(repr(value).split())
+    except Exception:  # a hostile __repr__ must not turn a report into a crash
+        text = "<unprintable>"
+    if len(text) > 60:
+        text = text[:59] + "…"
+    return f"{text} ({type(value).__name__})"
 
 
 def _one_line(exc: BaseException) -> str:
