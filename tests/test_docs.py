@@ -413,3 +413,17 @@ def test_the_job_record_in_concepts_has_the_real_fields(tmp_path: Path) -> None:
     assert set(doc) == set(real)
     assert set(doc["jobs"][0]) == set(real["jobs"][0])
     assert doc["jobs"][0]["schedule"].keys() == real["jobs"][0]["schedule"].keys()
+
+
+def test_readme_starts_with_the_install_and_test_commands() -> None:
+    """CI runs the README's test command: its first two sections stay as they are."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert re.findall(r"^## (.+)$", text, re.M)[:2] == ["Install and run", "Run the tests"]
+    install, tests = text.split("## Install and run", 1)[1].split("## Run the tests", 1)
+    assert "pip install . && hermes-cron daemon" in install
+    command = (
+        'python3 -m pip install "tox>=4.11" && '
+        "python3 -m tox run-parallel --parallel 2 --parallel-no-spinner"
+    )
+    assert command in tests.split("\n## ", 1)[0]
+    assert command.split(" && ")[1] in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
