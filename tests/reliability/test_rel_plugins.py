@@ -27,11 +27,9 @@ from helpers.servicekit import (
 )
 
 from hermes_cron.clock import FakeClock
-from hermes_cron.paths import HomePaths
 from hermes_cron.service import CronService
 from hermes_cron.status_file import read_status
 from hermes_cron.store import LOST
-from hermes_cron.timeutil import to_iso
 
 RAISES_EVERYWHERE = """
 from hermes_cron import hookimpl
@@ -161,8 +159,8 @@ def test_a_provider_raising_in_every_other_hook_never_stops_cron(
         # The dropped provider no longer sees fire_due: the built-in default runs it.
         wait_for(lambda: not service.store.get(job["id"])["fire_claim"])
         due = service.store.get(job["id"])["next_run_at"]
-        clock.set(clock.now() + (clock.now() - clock.now()))  # unchanged: fire on demand
-        result = service.fire_due(job["id"], due)
+        clock.advance(2)
+        result = service.fire_due(job["id"], due)  # races the loop for it: one of them wins
         assert result.claim in ("won", LOST)
     finally:
         handle.stop(30)
@@ -245,5 +243,3 @@ def test_a_provider_answering_garbage_everywhere_else_never_stops_a_fire(
     proc = run_cli(home, "daemon", "--json")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     json.loads(proc.stdout)
-    assert to_iso(clock.now())  # the fake clock was never needed by the CLI
-    assert HomePaths.at(home).jobs.exists()
