@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -167,34 +168,117 @@ def test_the_full_config_example_is_the_defaults(tmp_path: Path) -> None:
 # -- examples ---------------------------------------------------------------------------
 
 
+def _run_python(code: str, workdir: Path) -> Tuple[int, str]:
+    """Run a python example as a script, or under pytest when it is a test module."""
+    first = code.lstrip().splitlines()[0]
+    home = workdir / "home"
+    home.mkdir()
+    if first.startswith(WITH_PYTEST):
+        # A test module: run it under pytest (with hermes-cron's pytest plugin).
+        script = workdir / "test_doc_example.py"
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
+    else:
+        script = workdir / "example.py"
+        command = [sys.executable]
+    script.write_text(code, encoding="utf-8")
+    return _run([*command, str(script)], workdir, child_env(home), timeout=60)
+
+
+def _run_shell(code: str, workdir: Path) -> Tuple[int, str]:
+    """Run a shell example under ``bash -euo pipefail``."""
+    home = workdir / "home"
+    home.mkdir()
+    return _run(["bash", "-euo", "pipefail", "-c", code], workdir, shell_env(home), timeout=120)
+
+
+def _run(argv: List[str], cwd: Path, env: Dict[str, str], *, timeout: float) -> Tuple[int, str]:
+    # Its own process group, so that whatever the example left running (a daemon, a
+    # server) is ended with it, even when it fails or times out.
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out = f"(timed out after {timeout:g} s)"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+    return proc.returncode, out
+
+
+#: Examples run at the same time. Most of their time is spent waiting (a daemon's
+#: first run, a fire from the NAS stand-in), so a few at once save wall time.
+PARALLEL = 3
+
+
+class ExampleRuns:
+    """Starts every selected example at once on a small pool; tests collect results."""
+
+    def __init__(self, jobs: Dict[str, Any], workdir: Path) -> None:
+        self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="docs-example")
+        self._futures = {}
+        for n, (key, (runner, code)) in enumerate(jobs.items()):
+            folder = workdir / f"example{n}"
+            folder.mkdir()
+            self._futures[key] = self._pool.submit(runner, code, folder)
+
+    def result(self, key: str) -> Tuple[int, str]:
+        return self._futures[key].result()
+
+    def close(self) -> None:
+        for future in self._futures.values():
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _runnable(kind: str, code: str) -> bool:
+    first = code.lstrip().splitlines()[0] if code.strip() else ""
+    if first.startswith(NOT_RUN):
+        return False
+    return not (kind == "sh" and INSTALL.match(first))
+
+
+@pytest.fixture(scope="module")
+def example_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ExampleRuns]:
+    runners = {"test_python_example_runs": ("python", _run_python)}
+    runners["test_shell_example_runs"] = ("sh", _run_shell)
+    jobs: Dict[str, Any] = {}
+    for item in request.session.items:
+        found = runners.get(getattr(item, "originalname", ""))
+        if found is None or item.module is not request.module:
+            continue
+        kind, runner = found
+        code = item.callspec.params["code"]  # type: ignore[attr-defined]
+        if _runnable(kind, code):
+            jobs[item.nodeid] = (runner, code)
+    runs = ExampleRuns(jobs, tmp_path_factory.mktemp("examples"))
+    yield runs
+    runs.close()
+
+
 @pytest.mark.parametrize("path,code", python_examples())
-def test_python_example_runs(path: Path, code: str, tmp_path: Path) -> None:
+def test_python_example_runs(
+    path: Path, code: str, example_runs: ExampleRuns, request: pytest.FixtureRequest
+) -> None:
     first = code.lstrip().splitlines()[0] if code.strip() else ""
     if first.startswith(NOT_RUN):
         assert len(first) > len(NOT_RUN) + 5, "say why the example does not run"
         compile(code, str(path), "exec")
         return
-    home = tmp_path / "home"
-    home.mkdir()
-    if first.startswith(WITH_PYTEST):
-        # A test module: run it under pytest (with hermes-cron's pytest plugin).
-        script = tmp_path / "test_doc_example.py"
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
-    else:
-        script = tmp_path / "example.py"
-        command = [sys.executable]
-    script.write_text(code, encoding="utf-8")
-    proc = subprocess.run(
-        [*command, str(script)],
-        cwd=tmp_path,
-        env=child_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, (
-        f"{path.name} example failed:\n{code}\n---\n{proc.stdout}\n{proc.stderr}"
-    )
+    returncode, output = example_runs.result(request.node.nodeid)
+    assert returncode == 0, f"{path.name} example failed:\n{code}\n---\n{output}"
 
 
 def test_few_examples_are_not_run() -> None:
@@ -368,35 +452,17 @@ INSTALL = re.compile(r"^(python3? -m )?pip install\b")
 
 
 @pytest.mark.parametrize("path,code", shell_examples())
-def test_shell_example_runs(path: Path, code: str, tmp_path: Path) -> None:
+def test_shell_example_runs(
+    path: Path, code: str, example_runs: ExampleRuns, request: pytest.FixtureRequest
+) -> None:
     first = code.lstrip().splitlines()[0] if code.strip() else ""
     if first.startswith(NOT_RUN):
         assert len(first) > len(NOT_RUN) + 5, "say why the example does not run"
         return
     if INSTALL.match(first):
         return  # an install instruction: tox installs the package for real
-    home = tmp_path / "home"
-    home.mkdir()
-    # Its own process group, so that whatever the script left running (a daemon, a
-    # server) is ended with it, even when it fails or times out.
-    proc = subprocess.Popen(
-        ["bash", "-euo", "pipefail", "-c", code],
-        cwd=tmp_path,
-        env=shell_env(home),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
-    assert proc.returncode == 0, f"{path.name}:\n{code}\n---\n{out}\n{err}"
+    returncode, output = example_runs.result(request.node.nodeid)
+    assert returncode == 0, f"{path.name}:\n{code}\n---\n{output}"
 
 
 def test_the_job_record_in_concepts_has_the_real_fields(tmp_path: Path) -> None:
