@@ -42,6 +42,25 @@ class FakeClock:
         if self._now.tzinfo is None:
             raise ValueError("FakeClock needs an aware datetime")
         self._cond = threading.Condition()
+        self._waiting = 0
+
+    @property
+    def waiters(self) -> int:
+        """How many threads are blocked in ``wait`` right now."""
+        with self._cond:
+            return self._waiting
+
+    def wait_for_waiters(self, count: int = 1, timeout: float = 30.0) -> bool:
+        """Block (in real time) until ``count`` threads are in ``wait``: a test advancing the
+        clock before a thread has started waiting would move that thread's deadline too."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._waiting < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.01))
+            return True
 
     def now(self) -> datetime:
         with self._cond:
@@ -63,9 +82,13 @@ class FakeClock:
     def wait(self, event: threading.Event, timeout: float) -> bool:
         with self._cond:
             deadline = self._now + timedelta(seconds=max(0.0, timeout))
-            while not event.is_set() and self._now < deadline:
-                # Poll the real event too: it is set from other threads without our condition.
-                self._cond.wait(0.01)
+            self._waiting += 1
+            try:
+                while not event.is_set() and self._now < deadline:
+                    # Poll the real event too: it is set from other threads without our condition.
+                    self._cond.wait(0.01)
+            finally:
+                self._waiting -= 1
             return event.is_set()
 
 

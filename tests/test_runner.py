@@ -306,6 +306,7 @@ def test_renewal_during_a_long_run_prevents_takeover(paths: HomePaths, clock: Fa
     try:
         assert slow.started.wait(30)
         for _ in range(5):  # 5 x 110 s: far beyond the 300 s ttl without renewal
+            assert clock.wait_for_waiters(1), "the renewer never waited on the clock"
             clock.advance(110)
             now = to_iso(clock.now())
             wait_until(
