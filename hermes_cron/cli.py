@@ -441,8 +441,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     beat = _fmt_time(status["heartbeat_at"], zone)
     if status["heartbeat_at"] and proc.get("stopped_at"):
         beat += f" (stopped {_fmt_time(proc['stopped_at'], zone)})"
-    elif status["heartbeat_at"] and proc.get("pid"):
-        beat += f" (pid {proc['pid']} on {proc.get('host')})"
+    elif status["heartbeat_at"] and proc.get("alive"):
+        beat += f" (pid {proc.get('pid')} on {proc.get('host')})"
+    elif status["heartbeat_at"]:
+        age = proc.get("heartbeat_age_s")
+        ago = f"{age:.0f} s ago" if isinstance(age, (int, float)) else "long ago"
+        beat += f" (stale: last seen {ago}, pid {proc.get('pid')} on {proc.get('host')})"
     out(f"heartbeat:   {beat}\n")
     error = status["last_error"]
     if error and status.get("last_error_at"):

@@ -383,14 +383,31 @@ class CronService:
             "quarantined": [
                 {"index": q.index, "id": q.job_id, "error": q.error} for q in snap.quarantined
             ],
-            "running_process": {
-                k: disk.get(k)
-                for k in ("provider", "pid", "host", "started_at", "stopped_at", "running", "runs")
-                if k in disk
-            }
-            or None,
+            "running_process": self._running_process(disk),
             "home": str(self.paths.home),
         }
+
+    def _running_process(self, disk: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """What ``cron/status.json`` says about the process running a provider, with
+        ``heartbeat_age_s`` and ``alive`` (a heartbeat within three intervals, not stopped)."""
+        from .status_file import HEARTBEAT_INTERVAL
+        from .timeutil import parse_iso
+
+        keys = ("provider", "pid", "host", "started_at", "stopped_at", "running", "runs")
+        info = {k: disk.get(k) for k in keys if k in disk}
+        if not info and not disk.get("heartbeat_at"):
+            return None
+        age: Optional[float] = None
+        try:
+            if disk.get("heartbeat_at"):
+                age = (self.clock.now() - parse_iso(disk["heartbeat_at"])).total_seconds()
+        except (TypeError, ValueError):
+            age = None
+        info["heartbeat_age_s"] = None if age is None else round(age, 3)
+        info["alive"] = bool(
+            age is not None and not disk.get("stopped_at") and age < 3 * HEARTBEAT_INTERVAL
+        )
+        return info
 
     def providers(self) -> List[Dict[str, Any]]:
         """SPEC §8 ``providers``: the built-in and every discovered provider; exactly one

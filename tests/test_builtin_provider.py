@@ -191,6 +191,8 @@ def test_heartbeat_and_clean_stop(home: Path, clock: FakeClock) -> None:
     status = read_status(service.paths)
     assert status["provider"] == "builtin" and status["stopped_at"] is None
     assert status["heartbeat_at"] == to_iso(clock.now())
+    alive = service.status()["running_process"]
+    assert alive["alive"] is True and alive["heartbeat_age_s"] == 0
     summary = handle.stop(20)
     assert not handle.running
     assert summary == {
@@ -202,6 +204,7 @@ def test_heartbeat_and_clean_stop(home: Path, clock: FakeClock) -> None:
         "abandoned": [],
     }
     assert read_status(service.paths)["stopped_at"] == to_iso(clock.now())
+    assert service.status()["running_process"]["alive"] is False
     assert service.status()["heartbeat_at"] == status["heartbeat_at"]
 
 

@@ -191,7 +191,9 @@ def test_status_shows_the_fallback_reason_heartbeat_and_last_error(cli: CLI, hom
     code, out, err = cli("status")
     assert code == 0
     assert "fallback:    unknown provider 'nonesuch'" in out
-    assert "(pid 4242 on box)" in out and "scheduler iteration failed: boom" in out
+    assert "(stale: last seen" in out and "pid 4242 on box)" in out  # nobody beats it now
+    assert "scheduler iteration failed: boom" in out
+    assert cli.json("status")["running_process"]["alive"] is False
     assert "using the built-in provider" in err  # the fallback warning
     providers = cli.json("providers")
     assert [p["name"] for p in providers if p["active"]] == ["builtin"]
