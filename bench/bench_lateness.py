@@ -7,6 +7,11 @@ seconds with the same number of worker threads, one after the other in this
 process, and the job is the same trivial Python callable. Lateness is "the
 callable started" minus "the time it was due":
 
+By default the jobs are added back to back, so all of them fall due within a
+fraction of a second every interval (a burst); ``--spread`` spreads their
+anchors evenly over one interval instead. ``--tmp /dev/shm`` puts HERMES_HOME on
+tmpfs to take the disk's fsync latency out of the picture.
+
 * hermes-cron: the job is a ``prompt`` job run by a ``run_job`` plugin; its due
   time is the claim's ``fire_at``. Each run goes through the whole durable path:
   a claim written to ``jobs.json`` (atomic, fsynced) before the run, output file,
@@ -47,11 +52,12 @@ def percentiles(values: List[float]) -> Dict[str, float]:
 
 
 def bench_hermes(
-    jobs: int, interval: int, duration: float, workers: int, base: Optional[str]
+    jobs: int, interval: int, duration: float, workers: int, tmp: Optional[str], spread: bool
 ) -> Dict[str, Any]:
     """Run the built-in provider; returns lateness samples (ms) and the jobs' anchors."""
     from hermes_cron import hookimpl
     from hermes_cron.runner import RunOutcome
+    from hermes_cron.schedules import parse_schedule
     from hermes_cron.service import CronService
     from hermes_cron.timeutil import parse_iso
 
@@ -67,13 +73,20 @@ def bench_hermes(
                 lateness.append((now - due).total_seconds() * 1000)
             return RunOutcome(status="ok", output="x")
 
-    home = tempfile.mkdtemp(prefix="hermes-cron-bench-", dir=base)
+    home = tempfile.mkdtemp(prefix="hermes-cron-bench-", dir=tmp)
     with open(f"{home}/config.yaml", "w", encoding="utf-8") as fh:
         fh.write(f"cron:\n  max_workers: {workers}\n")
     service = CronService.from_home(home, plugins=[Runner()])
     anchors = []
+    base = datetime.now(UTC)
     for i in range(jobs):
-        job = service.add_job(f"every {interval}s", prompt=f"job {i}")
+        if spread:
+            # Anchors evenly spread over one interval: the jobs' fires never coincide.
+            anchor = base + timedelta(seconds=interval * i / jobs)
+            schedule = parse_schedule(f"every {interval}s", tz="UTC", now=anchor)
+            job = service.store.add(schedule, prompt=f"job {i}")
+        else:
+            job = service.add_job(f"every {interval}s", prompt=f"job {i}")
         anchors.append(parse_iso(job["schedule"]["anchor"]))
     handle = service.start_in_thread()
     time.sleep(duration)
@@ -124,15 +137,24 @@ def main() -> int:
     parser.add_argument("--interval", type=int, default=2, help="seconds between fires")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="spread the jobs' anchors over one interval (default: added back to back, so "
+        "all jobs fall due within a fraction of a second: a burst)",
+    )
+    parser.add_argument(
         "--tmp", metavar="DIR", help="create HERMES_HOME under DIR (e.g. /dev/shm; default: TMPDIR)"
     )
     args = parser.parse_args()
 
     print(
         f"{args.jobs} jobs every {args.interval}s for {args.duration:g}s each, "
-        f"{args.workers} workers; HERMES_HOME under {args.tmp or tempfile.gettempdir()}"
+        f"{args.workers} workers, {'spread' if args.spread else 'burst'}; "
+        f"HERMES_HOME under {args.tmp or tempfile.gettempdir()}"
     )
-    mine = bench_hermes(args.jobs, args.interval, args.duration, args.workers, args.tmp)
+    mine = bench_hermes(
+        args.jobs, args.interval, args.duration, args.workers, args.tmp, args.spread
+    )
     theirs = bench_apscheduler(mine["anchors"], args.interval, args.duration, args.workers)
     expected = int(args.jobs * args.duration / args.interval)
     rows = [("hermes-cron built-in", mine["lateness"]), ("APScheduler 3", theirs["lateness"])]
