@@ -77,12 +77,32 @@ class ServeError(HermesCronError):
 class FireRunner:
     """Runs accepted fires on a few daemon worker threads, off the HTTP event loop.
 
+    After each fire, a helper thread calls ``service.reconcile()`` (when the service
+    has one): when the provider is in line this costs nothing remote (Chronos: no
+    NAS request), and when the fire left it out of line (NAS failed while the job
+    was re-armed, so no fire would ever come to wake this process again) it is
+    retried after ``heal_delay`` seconds, doubling up to ``HEAL_MAX_DELAY``, until
+    it heals.
+
     :param service: anything with ``fire_due(job_id, fire_at)`` and ``ctx.store``.
     :param workers: worker threads (``cron.max_workers``).
+    :param heal_delay: first wait before retrying a reconcile that did not heal
+        (default ``HEAL_FIRST_DELAY``).
     """
 
-    def __init__(self, service: Any, *, workers: int = 4, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(
+        self,
+        service: Any,
+        *,
+        workers: int = 4,
+        queue_limit: int = QUEUE_LIMIT,
+        heal_delay: Optional[float] = None,
+    ) -> None:
         self.service = service
+        self.heal_delay = HEAL_FIRST_DELAY if heal_delay is None else float(heal_delay)
+        self._heal_wanted = threading.Event()
+        self._closing = threading.Event()
+        self._healer: Optional[threading.Thread] = None
         self.workers = max(1, int(workers))
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, int(queue_limit)))
         self._threads: list = []
@@ -120,10 +140,47 @@ class FireRunner:
             except Exception as exc:  # a worker must survive any one fire
                 log.exception("fire of job %s at %s failed", job_id, fire_at)
                 outcome = exc
+            self._want_heal()
             with self._lock:
                 self.recent.append((job_id, fire_at, outcome))
                 self._busy -= 1
                 self._idle.notify_all()
+
+    def _want_heal(self) -> None:
+        """Ask the helper thread for a reconcile (one for any number of fires)."""
+        if not callable(getattr(self.service, "reconcile", None)):
+            return
+        with self._lock:
+            if self._healer is None and not self._closing.is_set():
+                self._healer = threading.Thread(
+                    target=self._heal, name="hermes-cron-heal", daemon=True
+                )
+                self._healer.start()
+        self._heal_wanted.set()
+
+    def _heal(self) -> None:
+        while True:
+            self._heal_wanted.wait()
+            if self._closing.is_set():
+                return
+            self._heal_wanted.clear()
+            delay = self.heal_delay
+            while True:
+                try:
+                    summary = self.service.reconcile()
+                except Exception:
+                    log.exception("reconcile after a fire failed")
+                    summary = {"errors": ["reconcile raised"]}
+                if not _needs_healing(summary):
+                    break
+                log.warning(
+                    "provider %s is not in line after a fire; retrying reconcile in %g s",
+                    _provider_name(self.service),
+                    delay,
+                )
+                if self._closing.wait(delay):
+                    return
+                delay = min(delay * 2, HEAL_MAX_DELAY)
 
     def _fire(self, job_id: str, fire_at: Optional[str]) -> Any:
         if fire_at is None:
@@ -153,6 +210,8 @@ class FireRunner:
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Let running fires finish (up to ``timeout``), then stop the workers."""
         idle = self.wait_idle(timeout)
+        self._closing.set()
+        self._heal_wanted.set()
         with self._lock:
             for _ in self._threads:
                 try:
@@ -383,9 +442,10 @@ def serve(
     The provider runs in its own thread (the built-in loop blocks there until
     stop; Chronos reconciles and returns, and when NAS could not be reached its
     ``reconcile`` is retried after ``heal_delay`` seconds, doubling, until it
-    succeeds). On a signal, or when ``stop_event`` is set (embedding, tests),
-    the HTTP server stops taking requests, the provider is told to stop, and
-    fires already accepted get up to ``stop_grace`` seconds to finish.
+    succeeds; so is the reconcile after a fire that left it out of line). On a
+    signal, or when ``stop_event`` is set (embedding, tests), the HTTP server stops
+    taking requests, the provider is told to stop, and fires already accepted get
+    up to ``stop_grace`` seconds to finish.
 
     :raises ServeError: the address cannot be bound.
     """
@@ -393,6 +453,7 @@ def serve(
 
     sock = _listen(host, port)
     app = create_app(service, verifier)
+    app.state.fire_runner.heal_delay = heal_delay
     stop = stop_event or threading.Event()
     holder: Dict[str, Any] = {}
     config = uvicorn.Config(app, log_level=log_level, lifespan="off", ws="none", access_log=False)
