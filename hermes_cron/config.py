@@ -78,7 +78,7 @@ def load_config(home: Optional[PathLike] = None) -> Config:
     return deep_merge(DEFAULTS, read_config_file(HomePaths.at(home).config))
 
 
-def load_config_or_defaults(home: Optional[PathLike] = None) -> "tuple[Config, Optional[str]]":
+def load_config_or_defaults(home: Optional[PathLike] = None) -> tuple[Config, Optional[str]]:
     """Like ``load_config`` but never raises: a broken file yields the defaults and its error."""
     try:
         return load_config(home), None

@@ -39,7 +39,7 @@ EXECUTION_HOOKS = ("run_job",)
 
 
 @hookspec(firstresult=True)
-def is_available(config: "Config") -> Optional[bool]:
+def is_available(config: Config) -> Optional[bool]:
     """Tell whether this provider can run with the given configuration.
 
     Called once by ``resolve_cron_scheduler()`` when the provider is selected,
@@ -57,7 +57,7 @@ def is_available(config: "Config") -> Optional[bool]:
 
 
 @hookspec(firstresult=True)
-def start(ctx: "CronContext", stop_event: threading.Event) -> Optional[Any]:
+def start(ctx: CronContext, stop_event: threading.Event) -> Optional[Any]:
     """Start triggering jobs.
 
     The built-in provider runs its scheduling loop here and returns only once
@@ -78,7 +78,7 @@ def start(ctx: "CronContext", stop_event: threading.Event) -> Optional[Any]:
 
 
 @hookspec(firstresult=True)
-def reconcile(ctx: "CronContext") -> Optional[Any]:
+def reconcile(ctx: CronContext) -> Optional[Any]:
     """Converge the provider's trigger state toward ``jobs.json``.
 
     For Chronos: arm missing or changed jobs at NAS, cancel orphans. For the
@@ -94,7 +94,7 @@ def reconcile(ctx: "CronContext") -> Optional[Any]:
 
 
 @hookspec(firstresult=True)
-def on_jobs_changed(ctx: "CronContext", job_ids: Sequence[str]) -> Optional[Any]:
+def on_jobs_changed(ctx: CronContext, job_ids: Sequence[str]) -> Optional[Any]:
     """React to jobs created, changed, paused, resumed or removed.
 
     Called after every store mutation made through the service (CLI commands
@@ -112,7 +112,7 @@ def on_jobs_changed(ctx: "CronContext", job_ids: Sequence[str]) -> Optional[Any]
 
 
 @hookspec(firstresult=True)
-def fire_due(ctx: "CronContext", job_id: str, fire_at: str) -> Optional["RunResult"]:
+def fire_due(ctx: CronContext, job_id: str, fire_at: str) -> Optional[RunResult]:
     """Fire one job for one due time: claim it, run it, record it.
 
     The built-in default calls ``ctx.run_one_job(job_id, fire_at)``, the one
@@ -133,7 +133,7 @@ def fire_due(ctx: "CronContext", job_id: str, fire_at: str) -> Optional["RunResu
 
 
 @hookspec(firstresult=True)
-def run_job(ctx: "CronContext", job: "dict[str, Any]") -> Optional["RunOutcome"]:
+def run_job(ctx: CronContext, job: dict[str, Any]) -> Optional[RunOutcome]:
     """Execute one claimed job and return what happened.
 
     The default (registered ``trylast``) runs a ``command`` job as a

@@ -28,7 +28,7 @@ class HomePaths:
     home: Path
 
     @classmethod
-    def at(cls, home: Optional[PathLike] = None) -> "HomePaths":
+    def at(cls, home: Optional[PathLike] = None) -> HomePaths:
         return cls(hermes_home(home))
 
     @property
