@@ -79,6 +79,11 @@ class Rig:
         self.agent.__exit__(None, None, None)
         self.app.state.fire_runner.shutdown(10)
         self.nas.stop()
+        # The HTTP clients keep pooled connections: close them here, not in a later test.
+        self.app.state.verifier.close()
+        state = self.service.ctx.state.get("chronos")
+        if state is not None:
+            state.client.close()
 
     def restart_nas(self) -> None:
         """A new, empty NAS on the same address (it lost every arm)."""
