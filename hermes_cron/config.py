@@ -37,6 +37,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Config:
     """Return ``base`` with ``override`` merged in; nested mappings merge key by key."""
     merged: Config = copy.deepcopy(dict(base))
     for key, value in override.items():
+        if value is None and isinstance(merged.get(key), Mapping):
+            continue  # an empty section ("cron:" with nothing under it) keeps its defaults
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = deep_merge(merged[key], value)
         else:
