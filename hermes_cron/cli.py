@@ -294,6 +294,13 @@ def cmd_next(args: argparse.Namespace) -> int:
         config, _ = load_config_or_defaults(args.home)
         configured = cfg_get(config, "cron", "timezone", default="")
         zone = configured.strip() if isinstance(configured, str) and configured.strip() else ""
+        if zone:
+            try:
+                get_zone(zone)
+            except ValueError:
+                # A bad value in config.yaml is a warning, as for every other command.
+                _warn(f"cron.timezone: unknown time zone {zone!r} (the system zone is used)")
+                zone = ""
         zone = zone or local_zone_name()
     after = _parse_after(args.after, zone) if args.after else datetime.now(UTC)
     schedule = parse_schedule(" ".join(args.schedule), tz=zone, now=after)
