@@ -1,0 +1,38 @@
+"""Helpers for the fuzz tests: the CLI in process, and a throwaway home per example."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+from hermes_cron.cli import main
+
+
+@contextlib.contextmanager
+def a_home() -> Iterator[Path]:
+    """A fresh HERMES_HOME for one example (function-scoped fixtures do not reset
+    between hypothesis examples)."""
+    with tempfile.TemporaryDirectory(prefix="hermes-fuzz-") as folder:
+        yield Path(folder)
+
+
+def run_cli(*argv: str) -> Tuple[int, str, str]:
+    """``hermes-cron ARGV`` in this process: ``(exit code, stdout, stderr)``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def stderr_lines(err: str) -> List[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def clean_stderr(err: str) -> bool:
+    """No traceback, no internal error, and every line is one of ours."""
+    if "Traceback" in err or "internal error" in err:
+        return False
+    return all(line.startswith("hermes-cron: ") for line in stderr_lines(err))
