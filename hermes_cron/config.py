@@ -13,6 +13,9 @@ from .paths import HomePaths, PathLike
 
 Config = Dict[str, Any]
 
+#: Key under which a loaded config records the home folder it belongs to.
+HOME_KEY = "_home"
+
 #: Every key we know, with its default. A key added here appears in an old
 #: config with no migration, because loading deep-merges the file over this.
 DEFAULTS: Config = {
@@ -76,8 +79,15 @@ def load_config(home: Optional[PathLike] = None) -> Config:
 
     Raises ``ConfigError`` (naming file and line) when the file is malformed;
     callers that must keep running use ``load_config_or_defaults``.
+
+    The result also holds ``_home``, the folder it was loaded from: hooks such
+    as ``is_available(config)`` get only the config and must find ``auth.json``
+    beside it, not in whatever ``$HERMES_HOME`` says at call time.
     """
-    return deep_merge(DEFAULTS, read_config_file(HomePaths.at(home).config))
+    paths = HomePaths.at(home)
+    config = deep_merge(DEFAULTS, read_config_file(paths.config))
+    config[HOME_KEY] = str(paths.home)
+    return config
 
 
 def load_config_or_defaults(home: Optional[PathLike] = None) -> tuple[Config, Optional[str]]:
@@ -85,7 +95,9 @@ def load_config_or_defaults(home: Optional[PathLike] = None) -> tuple[Config, Op
     try:
         return load_config(home), None
     except ConfigError as exc:
-        return copy.deepcopy(DEFAULTS), str(exc)
+        config = copy.deepcopy(DEFAULTS)
+        config[HOME_KEY] = str(HomePaths.at(home).home)
+        return config, str(exc)
 
 
 def cfg_get(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:

@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import pluggy
 
 from .clock import Clock, SystemClock
-from .config import DEFAULTS, Config, cfg_get, load_config_or_defaults
+from .config import DEFAULTS, HOME_KEY, Config, cfg_get, load_config_or_defaults
 from .context import CronContext
 from .errors import UsageError
 from .ledger import RunLedger
@@ -214,6 +214,8 @@ class CronService:
             if error:
                 problems.append(error)
         config, bad_values = _check_config(config)
+        # Hooks that get only the config (is_available) find the home through it.
+        config[HOME_KEY] = str(paths.home)
         if bad_values:
             problems.append(f"{paths.config}: " + "; ".join(bad_values) + " (defaults used)")
         for problem in problems:
