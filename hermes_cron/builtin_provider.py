@@ -387,8 +387,13 @@ class BuiltinLoop:
         ctx, stop = self.ctx, self.stop_event
         self._started_at = ctx.clock.now()
         log.info("built-in scheduler started (max_workers=%d)", self.workers.size)
+
+        def wake_on_stop() -> None:
+            stop.wait()
+            self.wake.set()
+
         watcher = threading.Thread(
-            target=lambda: (stop.wait(), self.wake.set()),
+            target=wake_on_stop,
             name="hermes-cron-stop-watch",
             daemon=True,
         )

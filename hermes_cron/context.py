@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import attrs
 
@@ -48,6 +48,8 @@ class CronContext:
     def home(self) -> Path:
         return self.paths.home
 
-    def run_one_job(self, job_id: str, fire_at: str, *, manual: bool = False) -> RunResult:
+    def run_one_job(
+        self, job_id: str, fire_at: Optional[str], *, manual: bool = False
+    ) -> RunResult:
         """The shared run body: claim, run, record (see ``hermes_cron.runner``)."""
         return run_one_job(self, job_id, fire_at, manual=manual)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 import attrs
 from cronsim import CronSim, CronSimError
@@ -201,7 +201,7 @@ def _check_field(q: str, field: int, text: str) -> List[int]:
 
 
 def _months(text: str) -> List[int]:
-    months = set()
+    months: Set[int] = set()
     for term in text.upper().split(","):
         base, _, step_text = term.partition("/")
         step = int(step_text) if step_text else 1
@@ -788,7 +788,7 @@ def _schedule_from_record(record: Dict[Any, Any]) -> Schedule:
         fields["seconds"] = record["seconds"]
     schedule = Schedule(kind=kind, text=text, tz=tz, **fields)
     # The text is what users see in `list`: it must still describe what runs.
-    if kind == "cron" and _cron_expr_for(text.strip()) != " ".join(schedule.expr.split()):
+    if kind == "cron" and _cron_expr_for(text.strip()) != " ".join((schedule.expr or "").split()):
         raise ScheduleError(f"schedule record: text {text!r} does not match expr {schedule.expr!r}")
     if kind == "interval":
         stripped = text.strip()
@@ -856,15 +856,15 @@ def parse_schedule(text: str, *, tz: Optional[str] = None, now: datetime) -> Sch
 
     if stripped[0] in "+-" or stripped[0].isdigit():
         body = stripped[1:].strip() if stripped[0] in "+-" else stripped
-        seconds = _duration_seconds(body)
-        if seconds is not None or stripped[0] in "+-":
+        delay = _duration_seconds(body)
+        if delay is not None or stripped[0] in "+-":
             if stripped[0] == "-":
                 raise ScheduleError(f"{q}: a delay cannot be negative; use e.g. +90s")
-            if seconds is None:
+            if delay is None:
                 raise ScheduleError(f"{q}: bad delay; expected e.g. +90s, +30m, +2h, +1d")
-            _check_seconds(q, seconds, "a delay")
+            _check_seconds(q, delay, "a delay")
             return Schedule(
-                kind="once", text=stripped, tz=zone_name, at=now_utc + timedelta(seconds=seconds)
+                kind="once", text=stripped, tz=zone_name, at=now_utc + timedelta(seconds=delay)
             )
 
     at = _parse_time(stripped, zone)

@@ -69,11 +69,10 @@ def _check_config(config: Config) -> Tuple[Config, List[str]]:
 
     def number(key: str, *, integer: bool, minimum: float, strict: bool) -> None:
         value = cron.get(key)
-        ok = not isinstance(value, bool) and isinstance(value, (int, float))
-        if ok and integer and not isinstance(value, int):
-            ok = False
-        if ok:
-            ok = value > minimum if strict else value >= minimum
+        ok = False
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            ok = not (integer and not isinstance(value, int))
+            ok = ok and (value > minimum if strict else value >= minimum)
         if not ok:
             what = "a whole number" if integer else "a number of seconds"
             bound = f"{'>' if strict else '>='} {minimum:g}"
