@@ -44,6 +44,7 @@ import re
 import secrets
 import shlex
 import string
+import threading
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
@@ -632,6 +633,10 @@ class JobStore:
         self.lock_timeout = float(lock_timeout)
         self._lock = FileLock(paths.jobs_lock, timeout=lock_timeout)
         self._cache = _State(None, None, [], [])
+        # Group commit (``_mutate_grouped``): requests waiting for the next shared write.
+        self._group: List[Tuple[Callable[[_Txn], Any], _Slot]] = []
+        self._group_guard = threading.Lock()
+        self._group_leader = threading.Lock()
 
     @classmethod
     def from_config(
@@ -755,6 +760,50 @@ class JobStore:
             return result
         finally:
             self._lock.release()
+
+    def _mutate_grouped(self, fn: Callable[[_Txn], T]) -> T:
+        """``_mutate`` for small, frequent record updates (a run's end, a claim renewal):
+        calls that arrive from several threads while a write is in progress share the
+        next write (group commit), in arrival order, instead of rewriting the file once
+        each. Each caller still returns only once its change is on disk, and gets the
+        store's error if that write failed. ``fn`` must not raise for a normal outcome.
+        """
+        slot = _Slot()
+        with self._group_guard:
+            self._group.append((fn, slot))
+        with self._group_leader:
+            if not slot.done:
+                with self._group_guard:
+                    batch, self._group = self._group, []
+                self._run_group(batch)
+        if slot.error is not None:
+            raise slot.error
+        return slot.result  # type: ignore[no-any-return]
+
+    def _run_group(self, batch: List[Tuple[Callable[[_Txn], Any], _Slot]]) -> None:
+        def apply(txn: _Txn) -> None:
+            for fn, slot in batch:
+                slot.result = fn(txn)
+
+        try:
+            self._mutate(apply)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0][1].error = exc
+            elif isinstance(exc, StoreError):
+                for _, slot in batch:  # nothing was written: each caller hears why
+                    slot.error = exc
+            else:
+                # One request raised (a bug, or bad input): nothing was written; give
+                # every request its own write so one cannot fail the others.
+                for fn, slot in batch:
+                    try:
+                        slot.result = self._mutate(fn)
+                    except Exception as each:
+                        slot.error = each
+        finally:
+            for _, slot in batch:
+                slot.done = True
 
     def _remove_dead_temps(self) -> None:
         """Delete temp files a killed writer left behind. Only a lock holder writes
@@ -1110,7 +1159,7 @@ class JobStore:
             txn.put(job, entry.schedule)
             return True
 
-        return self._mutate(fn)
+        return self._mutate_grouped(fn)
 
     def finish_run(
         self,
@@ -1147,7 +1196,7 @@ class JobStore:
             txn.put(job, entry.schedule)
             return _copy_json(job)
 
-        return self._mutate(fn)
+        return self._mutate_grouped(fn)
 
     def catch_up(self, now: Optional[datetime] = None) -> List[Claim]:
         """Bring every job up to date (at daemon start, and on each reconcile).
@@ -1373,6 +1422,17 @@ class JobStore:
         job["updated_at"] = to_iso(now)
         txn.put(job, schedule)
         return Claim(job["id"], fire_at, MISSED, owner, job=_copy_json(job), reason=reason)
+
+
+class _Slot:
+    """One request in a group commit: its result or error, once the write is done."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
 
 
 def _new_id() -> str:
