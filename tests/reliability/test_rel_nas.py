@@ -185,8 +185,11 @@ def test_nas_faults_never_double_run_and_reconcile_heals(rig: Rig) -> None:
 
     # NAS gone (connection refused), then back with no memory of any arm.
     rig.nas.stop()
+    # A job added now cannot be armed: the add stands all the same.
+    jobs.append(rig.service.add_job("every 1s", prompt="ok")["id"])
+    assert rig.service.store.get(jobs[-1])["state"] == "scheduled"
     gone = rig.service.reconcile()
-    assert gone["deferred"] is True and "Connect" in " ".join(gone["errors"])
+    assert gone["deferred"] is True and "Connect" in " ".join(gone["errors"]), gone
     rig.restart_nas()
     before = rig.counts(jobs)
     assert rig.service.reconcile()["errors"] == []
