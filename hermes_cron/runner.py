@@ -3,9 +3,9 @@
 ``run_one_job`` claims a fire with a fresh owner token and hands the claim to
 ``execute_claim``, which for a won claim:
 
-1. calls ``ctx.hook.run_job(ctx=ctx, job=...)`` while a background thread
-   renews the claim every ``claim_ttl / 3`` seconds (so a long run is not
-   taken over);
+1. calls ``ctx.hook.run_job(ctx=ctx, job=...)`` while the store's renewer
+   thread (one per store, shared by its running jobs) renews the claim every
+   ``claim_ttl / 3`` seconds (so a long run is not taken over);
 2. writes ``cron/output/<job_id>/<UTC timestamp>.md``;
 3. appends one row to the run ledger;
 4. calls ``store.finish_run`` (owner-only).
@@ -18,6 +18,7 @@ released. Skips and misses get their ledger row too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -25,7 +26,8 @@ import secrets
 import socket
 import threading
 import traceback
-from datetime import datetime
+import weakref
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -219,23 +221,10 @@ def _append_row(ctx: CronContext, row: Dict[str, Any]) -> None:
 
 
 def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
-    """Call ``run_job`` while a thread keeps the claim fresh; never raises for the job."""
-    stop = threading.Event()
-    interval = max(ctx.store.claim_ttl / 3.0, 0.01)
-
-    def renew() -> None:
-        while not ctx.clock.wait(stop, interval):
-            try:
-                if not ctx.store.renew_claim(claim.job_id, claim.owner):
-                    _log_for(ctx).warning(
-                        "job %s: the claim was taken over while running", claim.job_id
-                    )
-                    return
-            except Exception as exc:  # keep renewing: the next attempt may succeed
-                _log_for(ctx).warning("job %s: cannot renew the claim: %s", claim.job_id, exc)
-
-    renewer = threading.Thread(target=renew, name=f"hermes-cron-renew-{claim.job_id}", daemon=True)
-    renewer.start()
+    """Call ``run_job`` while the store's renewer keeps the claim fresh; never raises for
+    the job."""
+    renewer = _renewer_for(ctx.store, _log_for(ctx))
+    token = renewer.add(claim.job_id, claim.owner)
     try:
         result = ctx.hook.run_job(ctx=ctx, job=claim.job)
     except Exception as exc:
@@ -250,8 +239,7 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
         _finish(ctx, claim, "error", "interrupted while running", ctx.clock.now())
         raise
     finally:
-        stop.set()
-        renewer.join()
+        renewer.remove(token)
     if result is None:
         return RunOutcome(status="error", error="no run_job implementation handled this job")
     if not isinstance(result, RunOutcome):
@@ -267,6 +255,104 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
             exit_code=result.exit_code,
         )
     return result
+
+
+#: A store's renewer thread exits after this many (real) seconds with no run to renew,
+#: so a burst of runs reuses one thread instead of starting one per run.
+RENEWER_LINGER = 5.0
+
+_RENEWERS: weakref.WeakKeyDictionary[Any, _Renewer] = weakref.WeakKeyDictionary()
+_RENEWERS_GUARD = threading.Lock()
+
+
+def _renewer_for(store: Any, log: logging.Logger) -> _Renewer:
+    with _RENEWERS_GUARD:
+        renewer = _RENEWERS.get(store)
+        if renewer is None:
+            renewer = _RENEWERS[store] = _Renewer(store, log)
+        return renewer
+
+
+class _Renewer:
+    """Keeps the claims of a store's running jobs fresh, from one thread.
+
+    Each run registers its claim when it starts and drops it when it ends; the thread
+    renews every registered claim ``claim_ttl / 3`` seconds (of the store's clock) after
+    it was taken or last renewed, and stops renewing one that was taken over. There is
+    no thread per run (starting and joining one cost each run time before it started).
+    """
+
+    def __init__(self, store: Any, log: logging.Logger) -> None:
+        self.store = store
+        self.log = log
+        self._lock = threading.Lock()
+        self._claims: Dict[int, List[Any]] = {}  # token -> [job_id, owner, next renewal]
+        self._tokens = itertools.count()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._idle = True  # the thread waits in real time for work, not on the clock
+
+    def _interval(self) -> timedelta:
+        return timedelta(seconds=max(float(self.store.claim_ttl) / 3.0, 0.01))
+
+    def add(self, job_id: str, owner: str) -> int:
+        """Start renewing ``owner``'s claim on ``job_id``; returns the token for ``remove``."""
+        with self._lock:
+            token = next(self._tokens)
+            self._claims[token] = [job_id, owner, self.store.clock.now() + self._interval()]
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="hermes-cron-renewer", daemon=True
+                )
+                self._thread.start()
+            elif self._idle:
+                self._wake.set()
+        return token
+
+    def remove(self, token: int) -> None:
+        """Stop renewing (the run ended)."""
+        with self._lock:
+            self._claims.pop(token, None)
+            if not self._claims:
+                self._wake.set()  # stop waiting on the clock: nothing to renew
+
+    def _run(self) -> None:
+        clock = self.store.clock
+        while True:
+            self._wake.clear()
+            with self._lock:
+                if not self._claims:
+                    self._idle = True
+                else:
+                    self._idle = False
+                    now = clock.now()
+                    due = [(t, c[0], c[1]) for t, c in self._claims.items() if c[2] <= now]
+                    target = min(c[2] for c in self._claims.values())
+            if self._idle:
+                if not self._wake.wait(RENEWER_LINGER):
+                    with self._lock:
+                        if not self._claims:
+                            self._thread = None
+                            return
+                continue
+            if not due:
+                clock.wait(self._wake, (target - now).total_seconds())
+                continue
+            for token, job_id, owner in due:
+                try:
+                    held = self.store.renew_claim(job_id, owner)
+                except Exception as exc:  # keep renewing: the next attempt may succeed
+                    self.log.warning("job %s: cannot renew the claim: %s", job_id, exc)
+                    held = True
+                with self._lock:
+                    entry = self._claims.get(token)
+                    if entry is None:
+                        continue
+                    if held:
+                        entry[2] = clock.now() + self._interval()
+                    else:
+                        self.log.warning("job %s: the claim was taken over while running", job_id)
+                        del self._claims[token]
 
 
 def _finish(
