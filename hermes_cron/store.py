@@ -333,6 +333,12 @@ def _check_record(value: Any) -> Tuple[Job, Schedule, Optional[datetime]]:
     name = value.get("name")
     if name is not None and not isinstance(name, str):
         raise _Invalid(f"name: expected text, got {name!r}")
+    # Undecodable bytes from the command line arrive as lone surrogates ("\udcff"):
+    # such text cannot be written to jobs.json as UTF-8, nor printed; refuse it here.
+    named = [("command", a) for a in command or ()] + [("prompt", prompt), ("name", name)]
+    for label, text in named:
+        if isinstance(text, str) and not _is_text(text):
+            raise _Invalid(f"{label}: {_undecodable(text)}")
     enabled = value.get("enabled", True)
     if not isinstance(enabled, bool):
         raise _Invalid(f"enabled: expected true or false, got {enabled!r}")
@@ -389,6 +395,24 @@ def _check_record(value: Any) -> Tuple[Job, Schedule, Optional[datetime]]:
     return job, schedule, next_run
 
 
+def _is_text(text: str) -> bool:
+    """True when ``text`` can be written as UTF-8 (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _undecodable(text: str) -> str:
+    shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    if len(shown) > 60:
+        shown = shown[:59] + "…"
+    return f"'{shown}' holds bytes that are not UTF-8 text"
+
+
 def derive_name(command: Optional[Sequence[str]], prompt: Optional[str]) -> str:
     """A short display name: the command line, or the prompt's first line."""
     if command:
@@ -433,6 +457,12 @@ class _Entry:
     def parse(cls, value: Any, raw: str) -> _Entry:
         try:
             job, schedule, next_run = _check_record(value)
+            # An escaped lone surrogate ("\udcff") in any field reads back as text that
+            # cannot be written again: such a record would fail every later write.
+            if ("\\ud" in raw or "\\uD" in raw) and not _is_text(
+                json.dumps(value, ensure_ascii=False)
+            ):
+                raise _Invalid("holds an escaped lone surrogate (\\udXXX), which is not text")
         except _Invalid as exc:
             return cls(raw=raw, value=value, error=str(exc))
         return cls(raw=raw, value=value, job=job, schedule=schedule, next_run=next_run)
