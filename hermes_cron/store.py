@@ -1202,31 +1202,52 @@ class JobStore:
     ) -> Optional[Job]:
         """Record a run's end if ``owner`` still holds the claim (else None): last_* fields,
         clear the claim, complete a one-shot or an exhausted repeat."""
-        if status not in FINISH_STATUSES:
-            raise UsageError(f"run status must be one of {', '.join(FINISH_STATUSES)}")
+        _check_finish_status(status)
+        return self._mutate_grouped(
+            lambda txn: self._finish_in(txn, job_id, owner, status, error, started_at)
+        )
 
-        def fn(txn: _Txn) -> Optional[Job]:
-            entry = txn.entry(job_id)
-            if entry is None:
-                return None
-            job = entry.job
-            assert job is not None and entry.schedule is not None
-            held = job.get("fire_claim")
-            if not held or held.get("owner") != owner:
-                return None
-            job = _copy_json(job)
-            job["last_run_at"] = to_iso(started_at)
-            job["last_status"] = status
-            job["last_error"] = error
-            job["fire_claim"] = None
-            if not held.get("manual") and (not entry.schedule.recurring or _exhausted(job)):
-                job["state"] = "completed"
-                job["next_run_at"] = None
-            job["updated_at"] = to_iso(txn.now)
-            txn.put(job, entry.schedule)
-            return _copy_json(job)
+    def finish_runs(
+        self, runs: Sequence[Tuple[str, str, str, Optional[str], datetime]]
+    ) -> List[Optional[Job]]:
+        """``finish_run`` for many runs in one locked write: ``runs`` holds
+        ``(job_id, owner, status, error, started_at)``; returns each run's record, or
+        None where the owner no longer held the claim."""
+        runs = list(runs)
+        for run in runs:
+            _check_finish_status(run[2])
+        if not runs:
+            return []
+        return self._mutate(lambda txn: [self._finish_in(txn, *run) for run in runs])
 
-        return self._mutate_grouped(fn)
+    def _finish_in(
+        self,
+        txn: _Txn,
+        job_id: str,
+        owner: str,
+        status: str,
+        error: Optional[str],
+        started_at: datetime,
+    ) -> Optional[Job]:
+        entry = txn.entry(job_id)
+        if entry is None:
+            return None
+        job = entry.job
+        assert job is not None and entry.schedule is not None
+        held = job.get("fire_claim")
+        if not held or held.get("owner") != owner:
+            return None
+        job = _copy_json(job)
+        job["last_run_at"] = to_iso(started_at)
+        job["last_status"] = status
+        job["last_error"] = error
+        job["fire_claim"] = None
+        if not held.get("manual") and (not entry.schedule.recurring or _exhausted(job)):
+            job["state"] = "completed"
+            job["next_run_at"] = None
+        job["updated_at"] = to_iso(txn.now)
+        txn.put(job, entry.schedule)
+        return _copy_json(job)
 
     def catch_up(self, now: Optional[datetime] = None) -> List[Claim]:
         """Bring every job up to date (at daemon start, and on each reconcile).
@@ -1467,6 +1488,11 @@ class _Slot:
 
 def _new_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+def _check_finish_status(status: str) -> None:
+    if status not in FINISH_STATUSES:
+        raise UsageError(f"run status must be one of {', '.join(FINISH_STATUSES)}")
 
 
 def _check_owner(owner: str) -> None:
