@@ -29,7 +29,7 @@ import traceback
 import weakref
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
@@ -123,12 +123,19 @@ def notify_claimed(ctx: CronContext, claim: Claim) -> None:
             )
 
 
-def execute_claim(ctx: CronContext, claim: Claim) -> RunResult:
+def execute_claim(
+    ctx: CronContext, claim: Claim, *, recorder: Optional[RunRecorder] = None
+) -> RunResult:
     """Act on a claim: WON runs ``ctx.hook.run_job`` (renewing the claim while it runs),
     writes ``cron/output/<job_id>/<timestamp>.md``, appends the ledger row and calls
     ``store.finish_run``; SKIPPED and MISSED append their ledger row (as does an
     INTERRUPTED claim from ``store.catch_up``, as an ``error``); LOST/GONE/INACTIVE
-    do nothing. Never raises for a failing job: errors become the run's status."""
+    do nothing. Never raises for a failing job: errors become the run's status.
+
+    With ``recorder``, a won claim's output, ledger row and ``finish_run`` are left to
+    it (``RunRecorder``): this returns as soon as the job has run, with no output
+    path yet, so the caller's thread is free for the next due job.
+    """
     from .store import INTERRUPTED, MISSED, SKIPPED, WON
 
     fire_iso = to_iso(claim.fire_at)
@@ -145,7 +152,26 @@ def execute_claim(ctx: CronContext, claim: Claim) -> RunResult:
     started = ctx.clock.now()
     outcome = _run_with_renewal(ctx, claim)
     finished = ctx.clock.now()
+    if recorder is not None:
+        recorder.submit(claim, outcome, started, finished)
+        return RunResult(claim.job_id, fire_iso, WON, outcome.status, None, outcome.error)
+    output_path, error = _write_records(ctx, claim, outcome, started, finished)
+    _finish(ctx, claim, outcome.status, error, started)
+    return RunResult(
+        claim.job_id,
+        fire_iso,
+        WON,
+        outcome.status,
+        str(output_path) if output_path else None,
+        error,
+    )
 
+
+def _write_records(
+    ctx: CronContext, claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime
+) -> Tuple[Optional[Path], Optional[str]]:
+    """Write a run's output file and ledger row; returns the output path and the run's
+    error with any recording failure added (what ``finish_run`` stores)."""
     problems: List[str] = []
     output_path: Optional[Path] = None
     try:
@@ -170,15 +196,117 @@ def execute_claim(ctx: CronContext, claim: Claim) -> RunResult:
         _log_for(ctx).error("job %s: cannot record the run: %s", claim.job_id, exc)
         problems.append(f"cannot record the run: {exc}")
     error = "; ".join([e for e in [outcome.error, *problems] if e]) or None
-    _finish(ctx, claim, outcome.status, error, started)
-    return RunResult(
-        claim.job_id,
-        fire_iso,
-        WON,
-        outcome.status,
-        str(output_path) if output_path else None,
-        error,
-    )
+    return output_path, error
+
+
+class RunRecorder:
+    """Records finished runs (output file, ledger row, ``finish_run``) on a thread of its
+    own, every run waiting at that moment in one ``jobs.json`` write.
+
+    A worker that hands its run here is free for the next due job at once: in a burst
+    of jobs due together, one run's durable write no longer delays the start of the
+    runs queued behind it. Nothing about at-most-once changes (the claim was written
+    before the run); until its run is recorded a job keeps its claim, so a fire of it
+    due meanwhile is an overlap skip, never a second run.
+    """
+
+    def __init__(
+        self,
+        ctx: CronContext,
+        *,
+        busy: Optional[Callable[[], bool]] = None,
+        max_delay: float = 0.05,
+    ) -> None:
+        self.ctx = ctx
+        # While ``busy()`` (runs still starting), recording waits, up to ``max_delay``
+        # seconds: its Python work would otherwise hold the GIL while due jobs start,
+        # and waiting a moment lets more runs share the one write.
+        self._busy_fn = busy
+        self.max_delay = float(max_delay)
+        self._cond = threading.Condition()
+        self._items: List[Tuple[Claim, RunOutcome, datetime, datetime]] = []
+        self._busy = 0
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+
+    def submit(
+        self, claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime
+    ) -> None:
+        """Queue a run for recording (records it on this thread once the recorder is closed)."""
+        with self._cond:
+            if not self._closed:
+                self._items.append((claim, outcome, started, finished))
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="hermes-cron-recorder", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify_all()
+                return
+        self._record([(claim, outcome, started, finished)])
+
+    @property
+    def pending(self) -> int:
+        """Runs queued or being recorded."""
+        with self._cond:
+            return len(self._items) + self._busy
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every run handed over is recorded; False on timeout."""
+        deadline = _deadline(timeout)
+        with self._cond:
+            while self._items or self._busy:
+                left = deadline()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Record what is queued (up to ``timeout`` seconds), then stop the thread."""
+        idle = self.wait_idle(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return idle
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if not self._items:
+                    self._thread = None
+                    return
+                if self._busy_fn is not None and not self._closed:
+                    left = _deadline(self.max_delay)
+                    while self._busy_fn() and left() > 0 and not self._closed:
+                        self._cond.wait(min(0.002, max(left(), 0.0)))
+                batch, self._items = self._items, []
+                self._busy = len(batch)
+            try:
+                self._record(batch)
+            except Exception:  # a bug must not stop the recording of later runs
+                _log_for(self.ctx).exception("recording %d run(s) failed", len(batch))
+            finally:
+                with self._cond:
+                    self._busy = 0
+                    self._cond.notify_all()
+
+    def _record(self, batch: List[Tuple[Claim, RunOutcome, datetime, datetime]]) -> None:
+        finishes = []
+        for claim, outcome, started, finished in batch:
+            _, error = _write_records(self.ctx, claim, outcome, started, finished)
+            finishes.append((claim, outcome.status, error, started))
+        _finish_many(self.ctx, finishes)
+
+
+def _deadline(timeout: float) -> Callable[[], float]:
+    """A function returning the seconds left until ``timeout`` from now."""
+    import time
+
+    end = time.monotonic() + timeout
+    return lambda: end - time.monotonic()
 
 
 def _log_for(ctx: CronContext) -> logging.Logger:
@@ -382,6 +510,34 @@ def _finish(
         return
 
 
+def _finish_many(
+    ctx: CronContext, finishes: List[Tuple[Claim, str, Optional[str], datetime]]
+) -> None:
+    """``finish_run`` for many runs in one write (``store.finish_runs``), retried a little
+    when the store is busy; logged, never raised."""
+    from .errors import LockTimeoutError
+
+    runs = [(c.job_id, c.owner, status, error, started) for c, status, error, started in finishes]
+    for attempt in range(1, FINISH_ATTEMPTS + 1):
+        try:
+            jobs = ctx.store.finish_runs(runs)
+        except LockTimeoutError as exc:
+            if attempt < FINISH_ATTEMPTS:
+                continue
+            _log_for(ctx).error("cannot record the end of %d run(s): %s", len(runs), exc)
+            return
+        except HermesCronError as exc:
+            _log_for(ctx).error("cannot record the end of %d run(s): %s", len(runs), exc)
+            return
+        for (claim, *_), job in zip(finishes, jobs):
+            if job is None:
+                _log_for(ctx).warning(
+                    "job %s: the run ended but the job is gone or its claim was taken over",
+                    claim.job_id,
+                )
+        return
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -450,6 +606,7 @@ def render_output(claim: Claim, outcome: RunOutcome, started: datetime, finished
 
 __all__ = [
     "RUN_STATUSES",
+    "RunRecorder",
     "RunOutcome",
     "RunResult",
     "execute_claim",
