@@ -17,7 +17,10 @@ The loop (``start``):
      recording or running (won, skipped, missed) goes to the pool at once. The
      pool is bounded (``cron.max_workers``) and calls ``runner.execute_claim``,
      so one slow job never delays the loop, and a claim write (which may wait
-     for the store lock) never delays a run that is due;
+     for the store lock) never delays a run that is due. A worker hands each
+     finished run to a ``runner.RunRecorder`` (output, ledger row,
+     ``finish_run``, many runs per write) and is free for the next due job at
+     once;
    * sleep with ``clock.wait`` until ``PRECLAIM_LEAD`` before the earliest
      unclaimed ``next_run_at``, but at most ``POLL_CAP`` (1 s): a change to
      ``jobs.json`` by another process is noticed within a second (the store
@@ -66,7 +69,7 @@ import attrs
 
 from .config import cfg_get
 from .hookspec import hookimpl
-from .runner import RunResult, execute_claim, new_owner_token
+from .runner import RunRecorder, RunResult, execute_claim, new_owner_token
 from .status_file import HEARTBEAT_INTERVAL, record_error, record_stopped, write_heartbeat
 from .store import INTERRUPTED, MISSED, SKIPPED, WON, Claim
 from .timeutil import to_iso
@@ -267,7 +270,7 @@ class _Dispatcher:
             if self._closed:
                 return
             # Nothing armed: sleep until something is added (no periodic wake when idle).
-            timeout = 3600.0 if head is None else (head - now).total_seconds() + 0.0002
+            timeout = 3600.0 if head is None else (head - now).total_seconds()
             self._clock.wait(self._event, max(0.0, timeout))
 
     def close(self) -> List[Claim]:
@@ -293,6 +296,9 @@ class BuiltinLoop:
         self._last_reconcile = float("-inf")
         self._started_at: Optional[datetime] = None
         self.workers = _Workers(_max_workers(ctx), self._execute)
+        #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
+        #: so a worker is free for the next due job as soon as its job has run.
+        self.recorder = RunRecorder(ctx, busy=lambda: self.workers.pending > 0)
         #: Starts claims made ahead of their due time (created when the loop runs).
         self.dispatcher: Optional[_Dispatcher] = None
 
@@ -304,7 +310,7 @@ class BuiltinLoop:
 
     def _execute(self, claim: Claim) -> None:
         try:
-            result = execute_claim(self.ctx, claim)
+            result = execute_claim(self.ctx, claim, recorder=self.recorder)
         except Exception as exc:  # execute_claim should not raise; a bug must not kill a worker
             log.exception("job %s: firing failed", claim.job_id)
             self._record(f"job {claim.job_id}: firing failed: {type(exc).__name__}: {exc}", "job")
@@ -445,6 +451,8 @@ class BuiltinLoop:
                 self.workers.running,
                 wait,
             )
+        # Runs that ended are recorded before the loop says it stopped.
+        self.recorder.close(max(wait, 5.0))
         abandoned = self.workers.close()
         for claim in abandoned:
             self._release(claim)
