@@ -138,6 +138,8 @@ def execute_claim(
     """
     from .store import INTERRUPTED, MISSED, SKIPPED, WON
 
+    if claim.superseded is not None:
+        execute_claim(ctx, claim.superseded)  # the ledger row of the run that never finished
     fire_iso = to_iso(claim.fire_at)
     if claim.outcome in (SKIPPED, MISSED, INTERRUPTED):
         status = "error" if claim.outcome == INTERRUPTED else claim.outcome

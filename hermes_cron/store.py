@@ -143,6 +143,9 @@ class Claim:
     missed_from: Optional[datetime] = None
     #: True for ``claim_manual`` (``hermes-cron run ID``).
     manual: bool = False
+    #: When this claim took over a stale one, the run that never finished, as an
+    #: INTERRUPTED claim, so the runner writes its ledger row (nothing dropped silently).
+    superseded: Optional[Claim] = None
 
     @property
     def won(self) -> bool:
@@ -1399,6 +1402,19 @@ class JobStore:
         missed = self._apply_policy(txn, entry, fire_at, owner, now)
         if missed is not None:
             return missed
+        superseded = None
+        if held:
+            superseded = Claim(
+                job_id,
+                parse_iso(held["fire_at"]),
+                INTERRUPTED,
+                held["owner"],
+                reason=(
+                    f"interrupted: the run claimed by {held['owner']} at {held['claimed_at']} "
+                    "never finished (its claim went stale and a later fire took over)"
+                ),
+                manual=bool(held.get("manual")),
+            )
         effective = fire_at
         if entry.schedule.recurring:
             latest = entry.schedule.latest_at_or_before(now)
@@ -1432,6 +1448,7 @@ class JobStore:
             job=_copy_json(job),
             reason=reason,
             missed_from=missed_from,
+            superseded=superseded,
         )
 
     def _apply_policy(

@@ -343,6 +343,28 @@ def test_interrupted_claims_are_reaped_and_recorded(paths: HomePaths, clock: Fak
     assert row["status"] == "error" and "never finished" in row["error"]
 
 
+def test_a_fire_that_takes_over_a_stale_claim_records_the_lost_run(
+    paths: HomePaths, clock: FakeClock
+) -> None:
+    # No catch-up pass ran (the Chronos/webhook path): the next fire itself finds the
+    # stale claim of a run whose process died. That run must still get its ledger row.
+    ctx = make_ctx(paths, clock, claim_ttl=300)
+    job = ctx.store.add(sched("every 10m", clock), command=["true"])
+    first = fire_time(ctx.store, job["id"])
+    clock.set(first)
+    assert ctx.store.claim(job["id"], first, "died").won  # ...and the process died here
+    second = fire_time(ctx.store, job["id"])
+    clock.set(second)
+    result = run_one_job(ctx, job["id"], to_iso(second))
+    assert result.claim == WON and result.status == "ok"
+    rows = ctx.ledger.read(job["id"])
+    assert [(r["status"], parse_iso(r["fire_at"])) for r in rows] == [
+        ("ok", second),
+        ("error", first),
+    ]
+    assert "never finished" in rows[1]["error"] and rows[1]["owner"] == "died"
+
+
 def test_ledger_rows_are_valid_json_lines(paths: HomePaths, clock: FakeClock) -> None:
     ctx = make_ctx(paths, clock)
     job = ctx.store.add(sched("every 1h", clock), command=["true"])
