@@ -16,14 +16,18 @@ line runs ``pip install``: installing is what tox does) and blocks that start wi
 from __future__ import annotations
 
 import argparse
+import atexit
+import functools
 import importlib
 import inspect
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -89,12 +93,32 @@ def leaf_keys(tree: Dict[str, Any], prefix: Tuple[str, ...] = ()) -> Iterator[Tu
             yield ".".join((*prefix, key)), value
 
 
+IGNORE_BUILD = shutil.ignore_patterns("__pycache__", "*.egg-info")
+
+
+@functools.cache
+def example_import_path() -> Path:
+    """A folder holding only the example provider's package, to put on PYTHONPATH.
+
+    Not ``src/`` itself: building the example (tox's ``example`` env, maybe running
+    at the same time) leaves an ``.egg-info`` there, whose entry point would make
+    ``filetick`` a discovered provider and change what the docs' transcripts print.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="hermes-cron-docs-example-"))
+    atexit.register(shutil.rmtree, folder, True)
+    for package in EXAMPLE_SRC.iterdir():
+        if package.is_dir() and (package / "__init__.py").exists():
+            shutil.copytree(package, folder / package.name, ignore=IGNORE_BUILD)
+    return folder
+
+
+
 def child_env(home: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env["HERMES_HOME"] = str(home)
     env.pop("HERMES_CRON_TRACE_PLUGINS", None)
     # The example provider's source (the tutorial includes it; it is not installed here).
-    paths = (str(EXAMPLE_SRC), env.get("PYTHONPATH", ""))
+    paths = (str(example_import_path()), env.get("PYTHONPATH", ""))
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return env
 

@@ -56,6 +56,8 @@ def test_concurrent_runs_share_one_renewer_that_keeps_every_claim_fresh(
         wait_until(lambda: len(runner.started) == 3, what="the three runs to start")
         assert len(set(_renewer_threads()) - before) == 1
         for _ in range(4):  # 4 x 11 s: past the 30 s TTL, renewed every 10 s
+            # Advance only once the renewer waits: else its deadline moves with the clock.
+            assert clock.wait_for_waiters(1), "the renewer never waited on the clock"
             clock.advance(11)
             now = to_iso(clock.now())
             wait_until(
@@ -73,6 +75,7 @@ def test_concurrent_runs_share_one_renewer_that_keeps_every_claim_fresh(
             taken, record["fire_claim"]["owner"], status="error", error="x", started_at=clock.now()
         )
         assert ctx.store.claim_manual(taken, "intruder").won
+        assert clock.wait_for_waiters(1), "the renewer never waited on the clock"
         clock.advance(11)
         now = to_iso(clock.now())
         wait_until(
