@@ -44,15 +44,20 @@ def write_config(home: Union[str, Path], data: Mapping[str, Any]) -> Path:
     return path
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01) -> Any:
+def wait_for(
+    pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01, *, what: str = ""
+) -> Any:
     """Poll ``pred`` until it returns something truthy and return that; raise
-    ``AssertionError`` after ``timeout`` seconds. Keep ``timeout`` generous: CI is slow."""
+    ``AssertionError`` (naming ``what`` when given) after ``timeout`` seconds. Keep
+    ``timeout`` generous: CI is slow."""
     deadline = time.monotonic() + timeout
     while True:
         value = pred()
         if value:
             return value
         if time.monotonic() > deadline:
+            if what:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
             raise AssertionError(f"condition not met within {timeout:g} s: {pred!r}")
         time.sleep(interval)
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hermes_cron.clock import Clock
 from hermes_cron.context import CronContext
+from hermes_cron.testing.fixtures import wait_for as _wait_for
 
 PORTAL = "https://nas.test"
 CALLBACK = "https://agent.test"
@@ -213,11 +214,4 @@ class ThreadedServer:
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
+    return _wait_for(predicate, timeout, 0.02, what=what)

@@ -8,28 +8,16 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 
 from hermes_cron import hookimpl
 from hermes_cron.runner import RunOutcome
+from hermes_cron.testing.fixtures import wait_for as wait_for  # shared by the tests
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 20.0, interval: float = 0.01) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {pred}")
-        time.sleep(interval)
 
 
 def write_config(home: Path, data: Dict[str, Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -14,6 +13,7 @@ from hermes_cron.clock import Clock
 from hermes_cron.paths import HomePaths
 from hermes_cron.schedules import Schedule, parse_schedule
 from hermes_cron.store import JobStore
+from hermes_cron.testing.fixtures import wait_for
 
 HELPERS = Path(__file__).resolve().parent
 
@@ -39,14 +39,7 @@ def spawn(script: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    return wait_for(predicate, timeout, 0.005, what=what)
 
 
 def pid_gone(pid: int) -> bool:

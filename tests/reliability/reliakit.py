@@ -12,12 +12,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from helpers.servicekit import cli_cmd
+from helpers.servicekit import cli_cmd, wait_for
 
 #: Seconds of chaos per test when ``HERMES_CRON_CHAOS_SECONDS`` is not set.
 DEFAULT_CHAOS_SECONDS = 15.0
@@ -147,14 +146,7 @@ def is_run(row: Dict[str, Any]) -> bool:
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until truthy; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(predicate, timeout, interval, what=what)
 
 
 class DiskFault:
