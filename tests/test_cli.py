@@ -9,28 +9,12 @@ from pathlib import Path
 from typing import Any, List, Tuple
 
 import pytest
+from helpers.contract import JOB_FIELDS
 from helpers.servicekit import write_config, write_user_plugin
 
 from hermes_cron.cli import main
 from hermes_cron.timeutil import parse_iso
 
-JOB_KEYS = {
-    "id",
-    "name",
-    "schedule",
-    "command",
-    "prompt",
-    "enabled",
-    "state",
-    "repeat",
-    "next_run_at",
-    "last_run_at",
-    "last_status",
-    "last_error",
-    "fire_claim",
-    "created_at",
-    "updated_at",
-}
 RUN_KEYS = {"job_id", "fire_at", "provider", "started_at", "finished_at", "status", "output"}
 
 
@@ -67,7 +51,7 @@ def test_add_prints_the_id_and_json_prints_the_record(cli: CLI, home: Path) -> N
     assert record["command"] == ["echo", "--name", "x"]  # everything after -- is the command
     assert record["schedule"]["text"] == "every 5m"
     added = cli.json("add", "0 9 * * 1-5", "--prompt", "standup notes", "--name", "standup")
-    assert JOB_KEYS <= set(added)
+    assert JOB_FIELDS <= set(added)
     assert added["prompt"] == "standup notes" and added["name"] == "standup"
     assert added["command"] is None and added["state"] == "scheduled"
     repeated = cli.json("add", "every 1h", "--repeat", "3", "--tz", "Asia/Tokyo", "--prompt", "p")
@@ -80,7 +64,7 @@ def test_list_show_pause_resume_remove(cli: CLI, home: Path) -> None:
     b = cli.json("add", "every", "2h", "--prompt", "b")
     listed = cli.json("list")
     assert [j["id"] for j in listed] == [a["id"], b["id"]]
-    assert all(JOB_KEYS <= set(j) for j in listed)
+    assert all(JOB_FIELDS <= set(j) for j in listed)
     assert cli.json("pause", a["id"])["state"] == "paused"
     code, out, _ = cli("list")
     assert code == 0 and "paused" in out and b["id"] in out

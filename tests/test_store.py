@@ -8,6 +8,7 @@ import stat
 from datetime import timedelta
 
 import pytest
+from helpers.contract import JOB_FIELDS
 from helpers.storekit import new_store, sched
 
 import hermes_cron.store as store_mod
@@ -16,24 +17,6 @@ from hermes_cron.errors import JobNotFoundError, UsageError
 from hermes_cron.paths import HomePaths
 from hermes_cron.store import JobStore
 from hermes_cron.timeutil import parse_iso
-
-CONTRACT_FIELDS = {
-    "id",
-    "name",
-    "schedule",
-    "command",
-    "prompt",
-    "enabled",
-    "state",
-    "repeat",
-    "next_run_at",
-    "last_run_at",
-    "last_status",
-    "last_error",
-    "fire_claim",
-    "created_at",
-    "updated_at",
-}
 
 
 @pytest.fixture
@@ -52,7 +35,7 @@ def test_missing_file_is_an_empty_store(store: JobStore) -> None:
 
 def test_add_writes_the_documented_record(store: JobStore, clock: FakeClock) -> None:
     job = store.add(sched("every 90s", clock), command=["echo", "hello world"])
-    assert CONTRACT_FIELDS <= set(job)
+    assert JOB_FIELDS <= set(job)
     assert re.fullmatch(r"[a-z0-9]{10}", job["id"])
     assert job["name"] == "echo 'hello world'"
     assert job["command"] == ["echo", "hello world"] and job["prompt"] is None
