@@ -6,9 +6,11 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
+from hermes_cron import hookimpl
 from hermes_cron.cli import main
+from hermes_cron.runner import RunOutcome
 
 
 @contextlib.contextmanager
@@ -36,3 +38,15 @@ def clean_stderr(err: str) -> bool:
     if "Traceback" in err or "internal error" in err:
         return False
     return all(line.startswith("hermes-cron: ") for line in stderr_lines(err))
+
+
+class Recorder:
+    """Runs nothing for real (a fuzzed command could be anything): records the job."""
+
+    def __init__(self) -> None:
+        self.ran: List[str] = []
+
+    @hookimpl(tryfirst=True)
+    def run_job(self, ctx: Any, job: Dict[str, Any]) -> RunOutcome:
+        self.ran.append(job["id"])
+        return RunOutcome(status="ok", output="recorded, not run")

@@ -14,14 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, List
 
-from fuzzkit import clean_stderr, run_cli
+from fuzzkit import Recorder, clean_stderr, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hermes_cron import hookimpl
 from hermes_cron.builtin_provider import run_due_once
 from hermes_cron.clock import FakeClock
-from hermes_cron.runner import RunOutcome
 from hermes_cron.schedules import parse_schedule
 from hermes_cron.service import CronService
 from hermes_cron.timeutil import UTC, to_iso
@@ -65,18 +63,6 @@ JSON = st.recursive(
     ),
     max_leaves=8,
 )
-
-
-class Recorder:
-    """Runs nothing for real (a fuzzed command could be anything): records the job."""
-
-    def __init__(self) -> None:
-        self.ran: List[str] = []
-
-    @hookimpl(tryfirst=True)
-    def run_job(self, ctx: Any, job: Dict[str, Any]) -> RunOutcome:
-        self.ran.append(job["id"])
-        return RunOutcome(status="ok", output="recorded, not run")
 
 
 def _good(n: int) -> Dict[str, Any]:

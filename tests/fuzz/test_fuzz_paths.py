@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from fuzzkit import a_home, clean_stderr, run_cli
+from fuzzkit import Recorder, a_home, clean_stderr, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hermes_cron import hookimpl
 from hermes_cron.builtin_provider import run_due_once
 from hermes_cron.clock import FakeClock
 from hermes_cron.errors import UsageError
@@ -59,16 +58,6 @@ HOSTILE = st.sampled_from(
     ]  # fmt: skip
 )
 IDS = HOSTILE | st.text(max_size=80)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.ran: List[str] = []
-
-    @hookimpl(tryfirst=True)
-    def run_job(self, ctx: Any, job: Dict[str, Any]) -> RunOutcome:
-        self.ran.append(job["id"])
-        return RunOutcome(status="ok", output="x")
 
 
 def _record(job_id: Any) -> Dict[str, Any]:
