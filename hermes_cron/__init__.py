@@ -31,6 +31,8 @@ _LAZY = {
     "RunOutcome": "hermes_cron.runner",
     "RunResult": "hermes_cron.runner",
     "JobStore": "hermes_cron.store",
+    "Store": "hermes_cron.store",
+    "open_store": "hermes_cron.store",
     "parse_schedule": "hermes_cron.schedules",
     "Schedule": "hermes_cron.schedules",
     "FakeClock": "hermes_cron.clock",

@@ -92,7 +92,7 @@ def _service(args: argparse.Namespace) -> Any:
 
 def _quarantine_warnings(service: Any, snap: Any) -> None:
     for q in snap.quarantined:
-        _warn(f"quarantined {q.error} (never run; fix it in {service.store.path})")
+        _warn(f"quarantined {q.error} (never run; fix it in {service.store.describe()})")
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -230,12 +230,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .ledger import RunLedger
-    from .paths import HomePaths
-
     if args.limit < 1:
         raise UsageError(f"runs: --limit must be >= 1, got {args.limit}")
-    rows = RunLedger(HomePaths.at(args.home)).read(job_id=args.id, limit=args.limit)
+    rows = _service(args).ledger.read(job_id=args.id, limit=args.limit)
     if args.json:
         _print_json(rows)
         return 0

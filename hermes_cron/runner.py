@@ -28,13 +28,12 @@ import threading
 import traceback
 import weakref
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
 from .errors import HermesCronError, UsageError
-from .timeutil import UTC, parse_iso, to_iso
+from .timeutil import parse_iso, to_iso
 
 if TYPE_CHECKING:
     from .context import CronContext
@@ -164,18 +163,18 @@ def execute_claim(
         fire_iso,
         WON,
         outcome.status,
-        str(output_path) if output_path else None,
+        output_path,
         error,
     )
 
 
 def _write_records(
     ctx: CronContext, claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime
-) -> Tuple[Optional[Path], Optional[str]]:
+) -> Tuple[Optional[str], Optional[str]]:
     """Write a run's output file and ledger row; returns the output path and the run's
     error with any recording failure added (what ``finish_run`` stores)."""
     problems: List[str] = []
-    output_path: Optional[Path] = None
+    output_path: Optional[str] = None
     try:
         output_path = write_output(ctx, claim, outcome, started, finished)
     except (OSError, HermesCronError) as exc:
@@ -187,7 +186,7 @@ def _write_records(
         status=outcome.status,
         started=started,
         finished=finished,
-        output=str(output_path) if output_path else None,
+        output=output_path,
     )
     row["error"] = outcome.error
     if outcome.exit_code is not None:
@@ -540,42 +539,18 @@ def _finish_many(
         return
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
 def write_output(
     ctx: CronContext,
     claim: Claim,
     outcome: RunOutcome,
     started: datetime,
     finished: datetime,
-) -> Path:
-    """Write ``cron/output/<job_id>/<UTC start, microseconds>.md`` and return its path.
-
-    The file is created exclusively (``-1``, ``-2`` ... on a name clash), mode 0600.
-    """
-    base = ctx.paths.output_dir.resolve()
-    # Ids are validated by the store; this keeps even a bad one inside the folder.
-    folder = base / _UNSAFE.sub("_", claim.job_id)
-    if folder.parent != base:
-        raise UsageError(f"job id {claim.job_id!r} cannot name an output folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    text = render_output(claim, outcome, started, finished).encode("utf-8")
-    for n in range(1000):
-        path = folder / (f"{stamp}.md" if n == 0 else f"{stamp}-{n}.md")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        try:
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        return path
-    raise UsageError(f"{folder}: too many output files named {stamp}")
+) -> str:
+    """Keep a run's output in the store (the file store: ``cron/output/<job_id>/<UTC
+    start>.md``) and return where it is, as the ledger row's ``output`` names it."""
+    return ctx.store.outputs.write(
+        claim.job_id, started, render_output(claim, outcome, started, finished)
+    )
 
 
 def render_output(claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime) -> str:

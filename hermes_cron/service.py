@@ -43,13 +43,12 @@ from .clock import Clock, SystemClock
 from .config import DEFAULTS, HOME_KEY, Config, cfg_get, load_config_or_defaults
 from .context import CronContext
 from .errors import UsageError
-from .ledger import RunLedger
 from .paths import HomePaths, PathLike
 from .plugin_manager import BUILTIN_NAME, get_plugin_manager, register_plugin
 from .resolver import AVAILABILITY_TIMEOUT, ActiveScheduler, resolve_cron_scheduler
 from .runner import RunResult
 from .status_file import read_status, record_error
-from .store import JobStore
+from .store import Store, open_store
 from .timeutil import get_zone, local_zone_name
 
 log = logging.getLogger("hermes_cron")
@@ -166,8 +165,8 @@ class CronService:
         self.logger = logger
         zone = str(cfg_get(config, "cron", "timezone", default="") or "").strip()
         self.default_tz = zone or local_zone_name()
-        self.store = JobStore.from_config(paths, config, clock=clock, default_tz=self.default_tz)
-        self.ledger = RunLedger(paths)
+        self.store: Store = open_store(paths, config, clock=clock, default_tz=self.default_tz)
+        self.ledger = self.store.runs
         self.ctx = CronContext(
             config=config,
             store=self.store,
@@ -374,6 +373,7 @@ class CronService:
             "provider": self.scheduler.name,
             "requested": self.scheduler.requested,
             "fallback_reason": self.scheduler.fallback_reason,
+            "store": self.store.describe(),
             "heartbeat_at": disk.get("heartbeat_at"),
             "last_error": last_error,
             "jobs": len(snap.jobs),
