@@ -364,8 +364,21 @@ class CronService:
         mine = self.scheduler.last_error
         if mine is not None and (last_error_at is None or mine.at > str(last_error_at)):
             last_error, last_error_at = f"provider {self.scheduler.name!r}: {mine.message}", mine.at
+        from .status_file import is_live
         from .timeutil import to_iso
 
+        now = self.clock.now()
+        schedulers = [
+            {
+                "host": info.get("host"),
+                "pid": info.get("pid"),
+                "provider": info.get("provider"),
+                "heartbeat_at": info.get("heartbeat_at"),
+                "live": is_live(info, now),
+            }
+            for info in self.store.schedulers()
+        ]
+        beats = [str(s["heartbeat_at"]) for s in schedulers if s["heartbeat_at"]]
         states: Dict[str, int] = {}
         for job in snap.jobs:
             states[job["state"]] = states.get(job["state"], 0) + 1
@@ -374,7 +387,7 @@ class CronService:
             "requested": self.scheduler.requested,
             "fallback_reason": self.scheduler.fallback_reason,
             "store": self.store.describe(),
-            "heartbeat_at": disk.get("heartbeat_at"),
+            "heartbeat_at": max(beats) if beats else disk.get("heartbeat_at"),
             "last_error": last_error,
             "jobs": len(snap.jobs),
             "next_due": [{"id": job_id, "next_run_at": to_iso(at)} for job_id, at in upcoming],
@@ -384,6 +397,7 @@ class CronService:
             "quarantined": [
                 {"index": q.index, "id": q.job_id, "error": q.error} for q in snap.quarantined
             ],
+            "schedulers": schedulers,
             "running_process": self._running_process(disk),
             "home": str(self.paths.home),
         }

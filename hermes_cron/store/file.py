@@ -730,6 +730,26 @@ class JobStore(RuleStore):
     def close(self) -> None:
         """Nothing to release: every call opens and closes what it uses."""
 
+    # -- processes using the store ------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """One host, one file: readers notice other processes' writes by polling the
+        file's stat token, so there is nothing to call back."""
+
+    def heartbeat(self, info: Dict[str, Any]) -> None:
+        """The daemon's heartbeat is ``cron/status.json`` (``status_file``), already
+        written by the loop: nothing more to keep here."""
+
+    def schedulers(self) -> List[Dict[str, Any]]:
+        """The process ``cron/status.json`` names, if any (one home, one scheduler)."""
+        from ..status_file import read_status
+
+        disk = read_status(self.paths)
+        if not disk.get("heartbeat_at"):
+            return []
+        keys = ("host", "pid", "provider", "started_at", "heartbeat_at", "stopped_at")
+        return [{k: disk.get(k) for k in keys}]
+
     def _missing(self, job_id: str) -> Exception:
         for q in self._load().quarantined:
             if q.job_id == job_id:

@@ -5,7 +5,7 @@ CLI may ask of a store, whatever engine is behind it (``file.JobStore``,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Dict, Hashable, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Protocol, Sequence, Tuple
 
 from ..clock import Clock
 from ..schedules import Schedule
@@ -139,6 +139,20 @@ class Store(Protocol):
     ) -> Tuple[List[str], List[str]]:
         """Add valid job records keeping their ids and next run times (claims dropped);
         returns ``(imported ids, ids left alone because they exist)``."""
+
+    # processes using the store
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from any thread, quickly) when another process may have
+        changed the store, so a sleeping loop wakes at once. A store that cannot tell
+        (the file store) never calls it: its readers notice changes by polling."""
+
+    def heartbeat(self, info: Dict[str, Any]) -> None:
+        """Record that this scheduler process is alive: ``{host, pid, provider,
+        started_at, heartbeat_at, stopped_at}``. Never raises for a store fault."""
+
+    def schedulers(self) -> List[Dict[str, Any]]:
+        """Every daemon or ``serve`` process that used the store recently, as the
+        ``heartbeat`` infos they recorded (``status`` adds ``live``)."""
 
     def close(self) -> None:
         """Release connections and threads (a no-op for the file store)."""
