@@ -87,7 +87,7 @@ def test_one_shot_next_run_is_its_time(store: JobStore, clock: FakeClock) -> Non
         ({"command": ["a"], "repeat": 0}, "repeat"),
         ({"command": ["a"], "repeat": True}, "repeat"),
         ({"command": ["a"], "timeout": 0}, "timeout"),
-        ({"command": ["a"], "misfire_grace": -1}, "misfire grace"),
+        ({"command": ["a"], "misfire_grace": -1}, "misfire_grace"),
     ],
 )
 def test_add_rejects_bad_input_and_writes_nothing(

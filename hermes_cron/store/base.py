@@ -17,7 +17,7 @@ records are read, locked and written:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import attrs
 
@@ -105,14 +105,34 @@ class RuleStore:
         repeat: Optional[int] = None,
         misfire_grace: Optional[float] = None,
         timeout: Optional[float] = None,
+        jitter: Optional[float] = None,
+        overlap: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_delay: Optional[float] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        until: Optional[str] = None,
     ) -> Job:
         """Create a job (exactly one of command/prompt); returns the stored record.
 
         ``next_run_at`` is the schedule's first fire time after now (a one-shot: its
-        time, even if already past: the missed-run policy then applies). ``repeat``
-        limits a recurring schedule to that many runs.
+        time, even if already past: the missed-run policy then applies), delayed by
+        ``jitter``. ``repeat`` limits a recurring schedule to that many runs. The job
+        options (SPEC §4.1: ``misfire_grace`` ... ``until``, durations in seconds,
+        ``until`` ISO 8601 with an offset) are checked like the record they go in.
         """
-        argv = rules.check_new_job(command, prompt, name, repeat, schedule, misfire_grace, timeout)
+        options = {
+            "misfire_grace": misfire_grace,
+            "timeout": timeout,
+            "jitter": jitter,
+            "overlap": overlap,
+            "retries": retries,
+            "retry_delay": retry_delay,
+            "cwd": cwd,
+            "env": dict(env) if env is not None else None,
+            "until": until,
+        }
+        argv = rules.check_new_job(command, prompt, name, repeat, schedule, options)
 
         def make(job_id: str, now: datetime) -> Record:
             return rules.new_job(
@@ -123,17 +143,20 @@ class RuleStore:
                 prompt=prompt,
                 name=name,
                 repeat=repeat,
-                misfire_grace=misfire_grace,
-                timeout=timeout,
+                options=options,
             )
 
         return self._insert(make)
 
     def update(self, job_id: str, **fields: Any) -> Job:
         """Change fields of a job (``records.UPDATABLE``): name, enabled, command, prompt,
-        schedule (a ``Schedule`` or its record), repeat (times, or None), misfire_grace,
-        timeout. A new schedule, or enabling a disabled job, recomputes ``next_run_at``
-        from now. Nothing is written when the result is invalid or nothing changed."""
+        schedule (a ``Schedule``, its record, or text parsed in the job's zone), tz
+        (re-zones the schedule), repeat (times, or None), and the job options
+        (``records.OPTION_FIELDS``; None resets one to its default). A new schedule or
+        zone, or enabling a disabled job, recomputes ``next_run_at`` from now; a new
+        jitter or until re-times the pending fire. A run in progress keeps its claim.
+        Nothing is written when the result is invalid or nothing changed (see
+        ``rules.update``)."""
         checked = rules.check_update_fields(fields)
         return self._existing(job_id, lambda rec, now: rules.update(rec, checked, now))  # type: ignore[no-any-return]
 
@@ -188,7 +211,9 @@ class RuleStore:
         error: Optional[str],
         started_at: datetime,
     ) -> Optional[Job]:
-        """Record a run's end if ``owner`` still holds the claim (else None)."""
+        """Record a run's end if ``owner`` still holds the claim (else None): status
+        ``ok``, ``error``, ``timeout`` or ``cancelled``. A queued fire is then due, or a
+        failed run's retry, or the job completes (see ``rules.finish``)."""
         rules.check_finish_status(status)
         return self._one(  # type: ignore[no-any-return]
             job_id,

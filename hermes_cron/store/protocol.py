@@ -5,7 +5,18 @@ CLI may ask of a store, whatever engine is behind it (``file.JobStore``,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Dict, Hashable, List, Optional, Protocol, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Hashable,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
 
 from ..clock import Clock
 from ..schedules import Schedule
@@ -96,6 +107,13 @@ class Store(Protocol):
         repeat: Optional[int] = None,
         misfire_grace: Optional[float] = None,
         timeout: Optional[float] = None,
+        jitter: Optional[float] = None,
+        overlap: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_delay: Optional[float] = None,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        until: Optional[str] = None,
     ) -> Job: ...
 
     def update(self, job_id: str, **fields: Any) -> Job: ...

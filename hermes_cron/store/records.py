@@ -6,6 +6,8 @@ Every backend validates with ``check_record``, so a record that is quarantined i
 
 from __future__ import annotations
 
+import math
+import os
 import re
 import secrets
 import shlex
@@ -23,7 +25,17 @@ Job = Dict[str, Any]
 
 STATES = ("scheduled", "paused", "completed")
 LAST_STATUSES = ("ok", "error", "timeout", "skipped", "missed", "cancelled")
-FINISH_STATUSES = ("ok", "error", "timeout")
+#: How a run may end (``finish_run``): ``cancelled`` is a run stopped by ``overlap: replace``.
+FINISH_STATUSES = ("ok", "error", "timeout", "cancelled")
+#: ``overlap`` values (SPEC §4.1); null means ``skip``.
+OVERLAPS = ("skip", "queue", "replace")
+#: The longest duration an option may hold (100 years, as for intervals): beyond it
+#: datetime arithmetic overflows.
+MAX_SECONDS = 100 * 366 * 86400
+#: Most retries a job may ask for (each doubles the delay: more is never useful).
+MAX_RETRIES = 100
+#: What an ``env`` key may look like (a portable environment variable name).
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: What a job id may look like: URL-safe and unable to leave ``cron/output/``.
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -50,21 +62,47 @@ FIELDS: Tuple[str, ...] = (
     "last_status",
     "last_error",
     "fire_claim",
+    # The job options of SPEC §4.1 (null: the default).
     "misfire_grace",
     "timeout",
+    "jitter",
+    "overlap",
+    "retries",
+    "retry_delay",
+    "cwd",
+    "env",
+    "until",
+    # Bookkeeping of the options (rules.py): the undelayed time of the next scheduled
+    # fire (``next_run_at`` is it plus the jitter offset), a retry waiting to run, and a
+    # fire kept by ``overlap: queue`` / ``replace`` until the running one ends.
+    "next_scheduled_at",
+    "pending_retry",
+    "queued_fire",
     "created_at",
     "updated_at",
 )
-#: Fields ``update()`` may change.
+#: The job options (SPEC §4.1): record fields whose null means "the default".
+OPTION_FIELDS = (
+    "misfire_grace",
+    "timeout",
+    "jitter",
+    "overlap",
+    "retries",
+    "retry_delay",
+    "cwd",
+    "env",
+    "until",
+)
+#: Fields ``update()`` may change (``tz`` re-zones the schedule; see ``rules.update``).
 UPDATABLE = (
     "name",
     "enabled",
     "command",
     "prompt",
     "schedule",
+    "tz",
     "repeat",
-    "misfire_grace",
-    "timeout",
+    *OPTION_FIELDS,
 )
 
 
@@ -115,10 +153,74 @@ def _number_field(record: Mapping[str, Any], key: str, *, positive: bool) -> Non
     value = record.get(key)
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise Invalid(f"{key}: expected a number of seconds or null, got {value!r}")
     if value < 0 or (positive and value == 0):
         raise Invalid(f"{key}: must be {'> 0' if positive else '>= 0'}, got {value!r}")
+    if value > MAX_SECONDS:
+        raise Invalid(f"{key}: {value!r} seconds is longer than 100 years")
+
+
+def _object_field(record: Mapping[str, Any], key: str, times: Sequence[str]) -> None:
+    """An optional object of bookkeeping whose ``times`` keys are ISO 8601 times."""
+    value = record.get(key)
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise Invalid(f"{key}: expected an object or null, got {value!r}")
+    for name in times:
+        if value.get(name) is None:
+            raise Invalid(f"{key}.{name}: missing")
+        try:
+            parse_iso(value[name])
+        except (ValueError, TypeError) as exc:
+            raise Invalid(f"{key}.{name}: {exc}") from None
+
+
+def check_options(value: Mapping[str, Any]) -> None:
+    """The job options of SPEC §4.1 and their bookkeeping (raises ``Invalid``).
+
+    The same check refuses a bad ``add`` / ``edit`` and quarantines a hand-edited
+    record, so what the command line refuses can never be run from the file either.
+    """
+    _number_field(value, "misfire_grace", positive=False)
+    _number_field(value, "timeout", positive=True)
+    _number_field(value, "jitter", positive=False)
+    _number_field(value, "retry_delay", positive=True)
+    overlap = value.get("overlap")
+    if overlap is not None and overlap not in OVERLAPS:
+        raise Invalid(f"overlap: {overlap!r} is not one of {', '.join(OVERLAPS)}")
+    retries = value.get("retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES
+    ):
+        raise Invalid(f"retries: expected a whole number from 0 to {MAX_RETRIES}, got {retries!r}")
+    cwd = value.get("cwd")
+    if cwd is not None:
+        if not isinstance(cwd, str) or not cwd or "\0" in cwd or not os.path.isabs(cwd):
+            raise Invalid(f"cwd: expected an absolute path, got {cwd!r}")
+        if not is_text(cwd):
+            raise Invalid(f"cwd: {_undecodable(cwd)}")
+    env = value.get("env")
+    if env is not None:
+        if not isinstance(env, dict):
+            raise Invalid(f"env: expected an object of NAME: value, got {env!r}")
+        for key, item in env.items():
+            if not ENV_KEY_RE.match(key):
+                raise Invalid(f"env: {key!r} is not a variable name (letters, digits, _)")
+            if not isinstance(item, str) or "\0" in item:
+                raise Invalid(f"env.{key}: expected text without NUL, got {item!r}")
+            if not is_text(item):
+                raise Invalid(f"env.{key}: {_undecodable(item)}")
+    _time_field(value, "until")
+    _time_field(value, "next_scheduled_at")
+    _object_field(value, "pending_retry", ("fire_at", "due_at"))
+    retry = value.get("pending_retry")
+    if retry is not None:
+        attempt = retry.get("attempt")
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 2:
+            raise Invalid(f"pending_retry.attempt: expected a whole number >= 2, got {attempt!r}")
+    _object_field(value, "queued_fire", ("fire_at",))
 
 
 def check_record(value: Any) -> Tuple[Job, Schedule, Optional[datetime]]:
@@ -205,8 +307,10 @@ def check_record(value: Any) -> Tuple[Job, Schedule, Optional[datetime]]:
                 parse_iso(claim[key])
             except (ValueError, TypeError) as exc:
                 raise Invalid(f"fire_claim.{key}: {exc}") from None
-    _number_field(value, "misfire_grace", positive=False)
-    _number_field(value, "timeout", positive=True)
+        attempt = claim.get("attempt", 1)
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise Invalid(f"fire_claim.attempt: expected a whole number >= 1, got {attempt!r}")
+    check_options(value)
     job = dict(value)
     for key in FIELDS:
         job.setdefault(key, None)
