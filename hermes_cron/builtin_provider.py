@@ -77,7 +77,7 @@ from .status_file import (
     scheduler_info,
     write_heartbeat,
 )
-from .store import INTERRUPTED, MISSED, SKIPPED, WON, Claim
+from .store import INTERRUPTED, MISSED, QUEUED, SKIPPED, WON, Claim
 from .timeutil import to_iso
 
 log = logging.getLogger("hermes_cron.builtin")
@@ -96,8 +96,9 @@ RECONCILE_INTERVAL = 60.0
 STUCK_BACKOFF = 0.5
 #: Longest wait for running jobs when the loop stops.
 STOP_WAIT_CAP = 30.0
-#: Claim outcomes the workers act on (run, or record a skip / miss / interruption).
-ACTIONABLE = (WON, SKIPPED, MISSED, INTERRUPTED)
+#: Claim outcomes the workers act on (run, or record a skip / miss / interruption; a
+#: queued fire that replaces a run may have to stop a run of this process).
+ACTIONABLE = (WON, SKIPPED, MISSED, INTERRUPTED, QUEUED)
 
 
 def _max_workers(ctx: Any) -> int:
@@ -254,7 +255,7 @@ class _Dispatcher:
 
     def add(self, claim: Claim) -> None:
         with self._lock:
-            heapq.heappush(self._heap, (claim.fire_at, next(self._seq), claim))
+            heapq.heappush(self._heap, (claim.due, next(self._seq), claim))
         self._event.set()
 
     @property
@@ -304,7 +305,9 @@ class BuiltinLoop:
         self.workers = _Workers(_max_workers(ctx), self._execute)
         #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
         #: so a worker is free for the next due job as soon as its job has run.
-        self.recorder = RunRecorder(ctx, busy=lambda: self.workers.pending > 0)
+        self.recorder = RunRecorder(
+            ctx, busy=lambda: self.workers.pending > 0, on_recorded=self._recorded
+        )
         #: Starts claims made ahead of their due time (created when the loop runs).
         self.dispatcher: Optional[_Dispatcher] = None
 
@@ -332,6 +335,18 @@ class BuiltinLoop:
             )
         else:
             log.info("job %s (fire %s): %s", result.job_id, result.fire_at, result.claim)
+
+    def _recorded(self, jobs: Sequence[Optional[Dict[str, Any]]]) -> None:
+        """Runs were recorded: wake the loop when one's end made a fire due (a queued
+        fire runs as soon as the run before it ended, not at the next poll)."""
+        from .timeutil import parse_iso
+
+        horizon = self.ctx.clock.now() + timedelta(seconds=PRECLAIM)
+        for job in jobs:
+            due = (job or {}).get("next_run_at")
+            if due is not None and parse_iso(due) <= horizon:
+                self.wake.set()
+                return
 
     def heartbeat(self, *, force: bool = False) -> None:
         mono = time.monotonic()
@@ -374,7 +389,7 @@ class BuiltinLoop:
         progressed = False
         if due:
             for claim in store.claim_many(due, new_owner_token()):
-                if claim.outcome == WON and claim.fire_at > now and self.dispatcher is not None:
+                if claim.outcome == WON and claim.due > now and self.dispatcher is not None:
                     # Claimed ahead of time: the dispatcher starts it at its due time.
                     self.dispatcher.add(claim)
                     progressed = True
@@ -447,7 +462,7 @@ class BuiltinLoop:
         # Claims already made for fires due within PRECLAIM: run them at their time (a short
         # real-time wait, bounded by PRECLAIM even on a fake clock) rather than drop them.
         for claim in self.dispatcher.close() if self.dispatcher is not None else []:
-            delay = (claim.fire_at - self.ctx.clock.now()).total_seconds()
+            delay = (claim.due - self.ctx.clock.now()).total_seconds()
             if delay > 0:
                 time.sleep(min(delay, PRECLAIM))
             self.workers.submit(claim)
@@ -500,6 +515,7 @@ class BuiltinLoop:
                     "output": None,
                     "error": reason,
                     "owner": claim.owner,
+                    "attempt": claim.attempt,
                 }
             )
         except Exception as exc:

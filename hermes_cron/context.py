@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -31,6 +32,10 @@ class CronContext:
     :ivar state: scratch space the active provider may keep between calls in this process.
     :ivar claim_listeners: callables ``(ctx, claim)`` that ``run_one_job`` calls right
         after each claim, before the run (Chronos arms the next one-shot there).
+    :ivar cancel: None on the service's context. ``run_job`` gets a copy of the context
+        for its run whose ``cancel`` is a ``threading.Event``, set when the run must stop
+        (``overlap: replace``: a newer fire replaces it); a runner that honours it stops
+        early and the run is recorded ``cancelled``.
     """
 
     config: Config
@@ -43,6 +48,7 @@ class CronContext:
     provider_name: str = "builtin"
     state: Dict[str, Any] = attrs.field(factory=dict)
     claim_listeners: List[Callable[[CronContext, Any], None]] = attrs.field(factory=list)
+    cancel: Optional[threading.Event] = None
 
     @property
     def home(self) -> Path:

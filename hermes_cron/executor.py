@@ -6,14 +6,20 @@ Registered ``trylast``, so an embedding agent's own ``run_job`` (which handles
 A command runs:
 
 * as an argv list, never through a shell, with stdin from ``/dev/null``;
-* in the user's home folder (as cron does), falling back to ``HERMES_HOME``;
-* with ``HERMES_CRON_JOB_ID`` and ``HERMES_CRON_FIRE_AT`` (the due time it fires
-  for, ISO 8601) added to the environment;
+* in the job's ``cwd``, else the user's home folder (as cron does), falling back
+  to ``HERMES_HOME``;
+* with the job's ``env`` mapping, then ``HERMES_CRON_JOB_ID``,
+  ``HERMES_CRON_FIRE_AT`` (the due time it fires for, ISO 8601; a retry fires for
+  the fire it retries) and ``HERMES_CRON_ATTEMPT`` (1, then 2, 3... for retries)
+  added to the environment;
 * in a new session (its own process group), so a timeout kills the command
   and everything it started;
 * with stdout and stderr captured together, capped at ``OUTPUT_CAP`` bytes
   (the rest is counted and dropped, and the output says so);
-* for at most the job's ``timeout`` or ``cron.job_timeout`` seconds.
+* for at most the job's ``timeout`` or ``cron.job_timeout`` seconds;
+* for an ``overlap: replace`` job, until ``ctx.cancel`` is set (a newer fire
+  replaces the run): then the process group is stopped as on a timeout and the
+  run is ``cancelled``.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ OUTPUT_CAP = 1024 * 1024
 KILL_GRACE = 2.0
 #: After the command exited, how long to wait for its output pipe to close.
 DRAIN_WAIT = 5.0
+#: How often a run that may be cancelled looks at its cancel event, in seconds.
+CANCEL_CHECK = 0.05
 
 PROMPT_NEEDS_RUNNER = (
     "no runner is registered for prompt jobs: an embedding agent must register a run_job hook"
@@ -86,7 +94,9 @@ def _kill_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def _working_dir(ctx: Any) -> str:
+def _working_dir(ctx: Any, job: Dict[str, Any]) -> str:
+    if job.get("cwd"):
+        return str(job["cwd"])
     home = Path.home()
     return str(home) if home.is_dir() else str(ctx.home)
 
@@ -103,19 +113,28 @@ class DefaultExecutor:
                 return RunOutcome(status="error", error=PROMPT_NEEDS_RUNNER)
             return RunOutcome(status="error", error="the job has neither a command nor a prompt")
         timeout = job.get("timeout") or cfg_get(ctx.config, "cron", "job_timeout", default=600)
+        cwd = _working_dir(ctx, job)
+        if not os.path.isdir(cwd):
+            return RunOutcome(status="error", error=f"working directory {cwd!r} does not exist")
+        # Only a replaceable job is ever cancelled: others wait without polling.
+        cancel = getattr(ctx, "cancel", None) if job.get("overlap") == "replace" else None
         return run_command(
             list(command),
             timeout=float(timeout),
             env=_job_env(job),
-            cwd=_working_dir(ctx),
+            cwd=cwd,
+            cancel=cancel,
         )
 
 
 def _job_env(job: Dict[str, Any]) -> Dict[str, str]:
     env = dict(os.environ)
+    env.update(job.get("env") or {})
+    # Ours last: a job's env cannot hide which fire it runs for.
     env["HERMES_CRON_JOB_ID"] = str(job.get("id", ""))
     claim = job.get("fire_claim") or {}
     env["HERMES_CRON_FIRE_AT"] = str(claim.get("fire_at") or job.get("next_run_at") or "")
+    env["HERMES_CRON_ATTEMPT"] = str(claim.get("attempt") or 1)
     return env
 
 
@@ -126,13 +145,15 @@ def run_command(
     env: Optional[Dict[str, str]] = None,
     cwd: Optional[str] = None,
     output_cap: int = OUTPUT_CAP,
+    cancel: Optional[threading.Event] = None,
 ) -> RunOutcome:
     """Run ``argv`` with a timeout; the whole process group dies on timeout.
 
     Returns ``ok`` for exit code 0, ``error`` ("exit code N") otherwise or when
-    the program cannot start, ``timeout`` when it ran too long. The run ends when
-    the program has exited and its output is closed (a background child that
-    keeps the output open keeps the run going, within the timeout).
+    the program cannot start, ``timeout`` when it ran too long, ``cancelled`` when
+    ``cancel`` was set first (the process group is stopped as on a timeout). The run
+    ends when the program has exited and its output is closed (a background child
+    that keeps the output open keeps the run going, within the timeout).
     """
     try:
         proc = subprocess.Popen(
@@ -154,20 +175,14 @@ def run_command(
     assert proc.stdout is not None
     capture = _Capture(proc.stdout, output_cap)
     deadline = time.monotonic() + timeout
-    timed_out = False
     try:
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        # Wait for the pipe to close (children may still write) within the same deadline.
-        capture.thread.join(max(0.0, deadline - time.monotonic()))
-        if capture.thread.is_alive():
-            timed_out = True
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        ended = _wait(proc, capture, deadline, cancel)
     except BaseException:
         _kill_group(proc, signal.SIGKILL)
         proc.wait()
         raise
-    if timed_out:
+    timed_out = ended == "timeout"
+    if ended != "done":
         _kill_group(proc, signal.SIGTERM)
         try:
             proc.wait(timeout=KILL_GRACE)
@@ -180,6 +195,13 @@ def run_command(
     # (the reader thread finishes, and closes the pipe, when that process exits).
     capture.thread.join(DRAIN_WAIT)
     output = capture.text()
+    if ended == "cancelled":
+        return RunOutcome(
+            status="cancelled",
+            output=output,
+            error="cancelled; the process group was killed",
+            exit_code=proc.returncode,
+        )
     if timed_out:
         return RunOutcome(
             status="timeout",
@@ -199,6 +221,33 @@ def run_command(
     else:
         error = f"exit code {code}"
     return RunOutcome(status="error", output=output, error=error, exit_code=code)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    capture: _Capture,
+    deadline: float,
+    cancel: Optional[threading.Event],
+) -> str:
+    """Wait for the program to exit and its output to close: ``done``, or ``timeout``
+    at ``deadline``, or ``cancelled`` once ``cancel`` is set."""
+    while True:
+        left = deadline - time.monotonic()
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        if left <= 0:
+            return "timeout"
+        step = left if cancel is None else min(left, CANCEL_CHECK)
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=step)
+            except subprocess.TimeoutExpired:
+                continue
+            continue
+        # Exited: wait for the pipe to close (children may still write), same deadline.
+        capture.thread.join(step)
+        if not capture.thread.is_alive():
+            return "done"
 
 
 __all__ = ["OUTPUT_CAP", "PROMPT_NEEDS_RUNNER", "DefaultExecutor", "run_command"]

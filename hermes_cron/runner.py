@@ -3,9 +3,13 @@
 ``run_one_job`` claims a fire with a fresh owner token and hands the claim to
 ``execute_claim``, which for a won claim:
 
-1. calls ``ctx.hook.run_job(ctx=ctx, job=...)`` while the store's renewer
+1. calls ``ctx.hook.run_job(ctx=run_ctx, job=...)`` while the store's renewer
    thread (one per store, shared by its running jobs) renews the claim every
-   ``claim_ttl / 3`` seconds (so a long run is not taken over);
+   ``claim_ttl / 3`` seconds (so a long run is not taken over). ``run_ctx`` is
+   the context with ``cancel``, a ``threading.Event`` of this run: for a job
+   with ``overlap: replace`` the store's cancel watcher sets it when a newer
+   fire asked this run to stop (``fire_claim.cancel_requested``, written by
+   that fire's claim in any process), and the run is recorded ``cancelled``;
 2. writes ``cron/output/<job_id>/<UTC timestamp>.md``;
 3. appends one row to the run ledger;
 4. calls ``store.finish_run`` (owner-only).
@@ -13,7 +17,18 @@
 A failing job never makes these raise: a plugin that raises, returns nothing,
 or returns garbage becomes an ``error`` run. A failure to write the output or
 the ledger is logged and recorded in ``last_error``; the claim is still
-released. Skips and misses get their ledger row too.
+released. Skips and misses get their ledger row too. Every row carries the
+``attempt`` (1, or 2, 3... for retries).
+
+Stopping a replaced run across processes: the claim of the newer fire marks
+the running claim ``cancel_requested`` in the record (one compare-and-set, in
+whatever process fired it). The process that owns the run watches for that
+mark (``_CancelWatch``, one thread per store while such runs go on: it looks
+at the store's ``change_token()`` every ``CANCEL_POLL`` seconds, at once when
+the store's listener says another process wrote, and at once when the mark
+was made in this process), sets the run's ``cancel`` event, and the run ends
+as ``cancelled`` (the default executor kills the command's process group).
+Its ``finish_run`` then makes the newer fire due, which any process claims.
 """
 
 from __future__ import annotations
@@ -39,7 +54,12 @@ if TYPE_CHECKING:
     from .context import CronContext
     from .store import Claim
 
-RUN_STATUSES = ("ok", "error", "timeout", "skipped", "missed")
+RUN_STATUSES = ("ok", "error", "timeout", "skipped", "missed", "cancelled")
+#: What ``run_job`` may answer: ``cancelled`` for a run that stopped on ``ctx.cancel``.
+OUTCOME_STATUSES = ("ok", "error", "timeout", "cancelled")
+#: Seconds between two looks for a stop request on a running ``overlap: replace`` job
+#: (real time: it is a wait on another process's write, not a schedule).
+CANCEL_POLL = 0.25
 
 #: ``execute_claim`` tries this many times to record a run's end when the store is busy.
 FINISH_ATTEMPTS = 3
@@ -51,7 +71,7 @@ _log = logging.getLogger("hermes_cron.runner")
 class RunOutcome:
     """What ``run_job`` returns: how the execution went."""
 
-    status: str  # ok | error | timeout
+    status: str  # ok | error | timeout | cancelled
     output: str = ""
     error: Optional[str] = None
     exit_code: Optional[int] = None
@@ -69,6 +89,7 @@ class RunResult:
     status: Optional[str] = None  # run status when it ran (ok/error/timeout), or skipped/missed
     output_path: Optional[str] = None
     error: Optional[str] = None
+    attempt: int = 1  # 1, or 2, 3... for a retry
 
     @property
     def ran(self) -> bool:
@@ -135,27 +156,35 @@ def execute_claim(
     it (``RunRecorder``): this returns as soon as the job has run, with no output
     path yet, so the caller's thread is free for the next due job.
     """
-    from .store import INTERRUPTED, MISSED, SKIPPED, WON
+    from .store import INTERRUPTED, MISSED, QUEUED, SKIPPED, WON
 
     if claim.superseded is not None:
         execute_claim(ctx, claim.superseded)  # the ledger row of the run that never finished
     fire_iso = to_iso(claim.fire_at)
+    attempt = claim.attempt
     if claim.outcome in (SKIPPED, MISSED, INTERRUPTED):
         status = "error" if claim.outcome == INTERRUPTED else claim.outcome
         now = ctx.clock.now()
         row = _row(ctx, claim, status=status, started=now, finished=now, output=None)
         row["error"] = claim.reason or None
         _append_row(ctx, row)
-        return RunResult(claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None)
+        return RunResult(
+            claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None, attempt
+        )
+    if claim.outcome == QUEUED and claim.replacing is not None:
+        # The run to stop may be in this process: look now rather than at the next poll.
+        _watch_for(ctx.store, _log_for(ctx)).poke()
     if claim.outcome != WON:
-        return RunResult(claim.job_id, fire_iso, claim.outcome, None, None, claim.reason or None)
+        return RunResult(
+            claim.job_id, fire_iso, claim.outcome, None, None, claim.reason or None, attempt
+        )
     assert claim.job is not None
     started = ctx.clock.now()
     outcome = _run_with_renewal(ctx, claim)
     finished = ctx.clock.now()
     if recorder is not None:
         recorder.submit(claim, outcome, started, finished)
-        return RunResult(claim.job_id, fire_iso, WON, outcome.status, None, outcome.error)
+        return RunResult(claim.job_id, fire_iso, WON, outcome.status, None, outcome.error, attempt)
     output_path, error = _write_records(ctx, claim, outcome, started, finished)
     _finish(ctx, claim, outcome.status, error, started)
     return RunResult(
@@ -165,6 +194,7 @@ def execute_claim(
         outcome.status,
         output_path,
         error,
+        attempt,
     )
 
 
@@ -217,8 +247,12 @@ class RunRecorder:
         *,
         busy: Optional[Callable[[], bool]] = None,
         max_delay: float = 0.05,
+        on_recorded: Optional[Callable[[List[Optional[Dict[str, Any]]]], None]] = None,
     ) -> None:
         self.ctx = ctx
+        # Told the records ``finish_run`` wrote (None where the claim was lost), so the
+        # loop can start at once what a run's end made due (a queued fire).
+        self._on_recorded = on_recorded
         # While ``busy()`` (runs still starting), recording waits, up to ``max_delay``
         # seconds: its Python work would otherwise hold the GIL while due jobs start,
         # and waiting a moment lets more runs share the one write.
@@ -299,7 +333,9 @@ class RunRecorder:
         for claim, outcome, started, finished in batch:
             _, error = _write_records(self.ctx, claim, outcome, started, finished)
             finishes.append((claim, outcome.status, error, started))
-        _finish_many(self.ctx, finishes)
+        jobs = _finish_many(self.ctx, finishes)
+        if self._on_recorded is not None:
+            self._on_recorded(jobs)
 
 
 def _deadline(timeout: float) -> Callable[[], float]:
@@ -333,7 +369,10 @@ def _row(
         "output": output,
         "error": None,
         "owner": claim.owner or None,
+        "attempt": claim.attempt,
     }
+    if claim.due_at is not None:
+        row["due_at"] = to_iso(claim.due_at)  # a retry: when this attempt was due
     if claim.manual:
         row["manual"] = True
     if claim.missed_from is not None:
@@ -350,15 +389,22 @@ def _append_row(ctx: CronContext, row: Dict[str, Any]) -> None:
 
 
 def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
-    """Call ``run_job`` while the store's renewer keeps the claim fresh; never raises for
-    the job."""
+    """Call ``run_job`` while the store's renewer keeps the claim fresh (and, for an
+    ``overlap: replace`` job, the cancel watcher looks for a stop request); never raises
+    for the job."""
     renewer = _renewer_for(ctx.store, _log_for(ctx))
     token = renewer.add(claim.job_id, claim.owner)
+    stop = _Stop()
+    watch: Optional[_CancelWatch] = None
+    watched = 0
+    if (claim.job or {}).get("overlap") == "replace":
+        watch = _watch_for(ctx.store, _log_for(ctx))
+        watched = watch.add(claim.job_id, claim.owner, stop)
     try:
-        result = ctx.hook.run_job(ctx=ctx, job=claim.job)
+        result = ctx.hook.run_job(ctx=_run_context(ctx, stop.event), job=claim.job)
     except Exception as exc:
         _log_for(ctx).error("job %s: run_job raised %s: %s", claim.job_id, type(exc).__name__, exc)
-        return RunOutcome(
+        result = RunOutcome(
             status="error",
             output=traceback.format_exc(),
             error=f"run_job raised {type(exc).__name__}: {exc}",
@@ -369,6 +415,8 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
         raise
     finally:
         renewer.remove(token)
+        if watch is not None:
+            watch.remove(watched)
     if result is None:
         return RunOutcome(status="error", error="no run_job implementation handled this job")
     if not isinstance(result, RunOutcome):
@@ -376,14 +424,36 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
             status="error",
             error=f"run_job returned {type(result).__name__}, expected a RunOutcome",
         )
-    if result.status not in ("ok", "error", "timeout"):
+    if result.status not in OUTCOME_STATUSES:
         return RunOutcome(
             status="error",
             output=result.output,
             error=f"run_job returned the unknown status {result.status!r}",
             exit_code=result.exit_code,
         )
+    if stop.event.is_set() and result.status in ("error", "timeout", "cancelled"):
+        # It failed because it was stopped: that is a cancel, not a failure to retry.
+        why = f"cancelled: {stop.reason or 'asked to stop'}"
+        error = f"{why} ({result.error})" if result.error else why
+        return attrs.evolve(result, status="cancelled", error=error)
     return result
+
+
+class _Stop:
+    """A run's stop request: the event ``run_job`` sees as ``ctx.cancel``, and why."""
+
+    __slots__ = ("event", "reason")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+
+def _run_context(ctx: CronContext, cancel: threading.Event) -> CronContext:
+    """The context ``run_job`` gets: the service's, with this run's ``cancel`` event."""
+    if attrs.has(type(ctx)):
+        return attrs.evolve(ctx, cancel=cancel)
+    return ctx
 
 
 #: A store's renewer thread exits after this many (real) seconds with no run to renew,
@@ -484,6 +554,98 @@ class _Renewer:
                         del self._claims[token]
 
 
+_WATCHES: weakref.WeakKeyDictionary[Any, _CancelWatch] = weakref.WeakKeyDictionary()
+
+
+def _watch_for(store: Any, log: logging.Logger) -> _CancelWatch:
+    with _RENEWERS_GUARD:
+        watch = _WATCHES.get(store)
+        if watch is None:
+            watch = _WATCHES[store] = _CancelWatch(store, log)
+        return watch
+
+
+class _CancelWatch:
+    """Stops the runs of this store's ``overlap: replace`` jobs that a newer fire asked
+    to stop, whichever process's claim asked (``fire_claim.cancel_requested``).
+
+    One thread per store, only while such runs go on. It reads the records of the
+    runs it watches whenever the store's ``change_token()`` moved (looked at every
+    ``CANCEL_POLL`` seconds of real time, at once when the store's listener reports a
+    write by another host, or when ``poke`` says this process asked), and sets the
+    run's ``cancel`` event when its claim carries the request.
+    """
+
+    def __init__(self, store: Any, log: logging.Logger) -> None:
+        self.store = store
+        self.log = log
+        self._lock = threading.Lock()
+        self._runs: Dict[int, Tuple[str, str, _Stop]] = {}
+        self._tokens = itertools.count()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._listening = False
+
+    def add(self, job_id: str, owner: str, stop: _Stop) -> int:
+        """Watch ``owner``'s run of ``job_id``; returns the token for ``remove``."""
+        with self._lock:
+            token = next(self._tokens)
+            self._runs[token] = (job_id, owner, stop)
+            if not self._listening:
+                self._listening = True
+                try:
+                    self.store.add_listener(self._wake.set)
+                except Exception as exc:  # polling still sees every write
+                    self.log.debug("cancel watch: no store listener: %s", exc)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="hermes-cron-cancel-watch", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()  # the request may already be there
+        return token
+
+    def remove(self, token: int) -> None:
+        with self._lock:
+            self._runs.pop(token, None)
+
+    def poke(self) -> None:
+        """Look now: this process just asked a run to stop."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        from .store.rules import cancel_requested
+
+        seen: Any = None
+        while True:
+            self._wake.clear()
+            with self._lock:
+                if not self._runs:
+                    self._thread = None
+                    return
+                runs = list(self._runs.values())
+            try:
+                token = self.store.change_token()
+            except Exception:  # look anyway: an unreadable token must not hide a request
+                token = object()
+            if token != seen:
+                seen = token
+                for job_id, owner, stop in runs:
+                    if stop.event.is_set():
+                        continue
+                    try:
+                        request = cancel_requested(self.store.get(job_id), owner)
+                    except Exception as exc:  # removed, or the store failed: let it run
+                        self.log.debug("job %s: cannot look for a stop request: %s", job_id, exc)
+                        continue
+                    if request:
+                        why = f"replaced by the fire due at {request.get('fire_at')}"
+                        self.log.info("job %s: stopping its run: %s", job_id, why)
+                        stop.reason = why
+                        stop.event.set()
+            self._wake.wait(CANCEL_POLL)
+
+
 def _finish(
     ctx: CronContext, claim: Claim, status: str, error: Optional[str], started: datetime
 ) -> None:
@@ -513,9 +675,10 @@ def _finish(
 
 def _finish_many(
     ctx: CronContext, finishes: List[Tuple[Claim, str, Optional[str], datetime]]
-) -> None:
+) -> List[Optional[Dict[str, Any]]]:
     """``finish_run`` for many runs in one write (``store.finish_runs``), retried a little
-    when the store is busy; logged, never raised."""
+    when the store is busy; logged, never raised. Returns the records written (None
+    where nothing was: the claim was lost, or the store failed)."""
     from .errors import LockTimeoutError
 
     runs = [(c.job_id, c.owner, status, error, started) for c, status, error, started in finishes]
@@ -526,17 +689,18 @@ def _finish_many(
             if attempt < FINISH_ATTEMPTS:
                 continue
             _log_for(ctx).error("cannot record the end of %d run(s): %s", len(runs), exc)
-            return
+            return [None] * len(runs)
         except HermesCronError as exc:
             _log_for(ctx).error("cannot record the end of %d run(s): %s", len(runs), exc)
-            return
+            return [None] * len(runs)
         for (claim, *_), job in zip(finishes, jobs):
             if job is None:
                 _log_for(ctx).warning(
                     "job %s: the run ended but the job is gone or its claim was taken over",
                     claim.job_id,
                 )
-        return
+        return list(jobs)
+    return [None] * len(runs)
 
 
 def write_output(
@@ -582,6 +746,8 @@ def render_output(claim: Claim, outcome: RunOutcome, started: datetime, finished
 
 
 __all__ = [
+    "CANCEL_POLL",
+    "OUTCOME_STATUSES",
     "RUN_STATUSES",
     "RunRecorder",
     "RunOutcome",

@@ -51,7 +51,11 @@ How the hooks work:
   arm was consumed by this very fire and arms the job's new ``next_run_at``.
   No re-arm for a lost claim, a removed job or a completed one. When the
   listener did not run (a runtime without ``claim_listeners``) or its NAS call
-  failed, the wrapper arms after the run instead.
+  failed, the wrapper arms after the run instead. After a run the wrapper
+  converges the job once more: the run's end may have moved ``next_run_at``
+  (a retry, a queued fire now due, the job completed); when it did not, that
+  costs a store read and no NAS call. A retry or a queued fire is armed like any
+  fire: Chronos arms ``next_run_at``, whatever made it.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ NOT_ARMED = "<not armed>"
 UNKNOWN = "<unknown>"
 
 # Claim outcomes (hermes_cron.store) after which the job's next_run_at moved on.
-_ADVANCED = ("won", "skipped", "missed")
+_ADVANCED = ("won", "skipped", "missed", "queued")
 
 _create_lock = threading.Lock()
 
@@ -420,8 +424,10 @@ class ChronosState:
             fire.armed_ok = not summary["errors"]
 
     def after_fire(self, fire: _Fire, result: Optional[RunResult]) -> None:
-        """After the default ran: arm here if the claim listener did not (or failed)."""
-        if fire.claimed and fire.armed_ok:
+        """After the default ran: arm here if the claim listener did not (or failed), or
+        if the run's end moved ``next_run_at`` (a retry, a queued fire, completion)."""
+        ran = getattr(result, "claim", None) == "won"
+        if fire.claimed and fire.armed_ok and not ran:
             return
         if not fire.claimed and getattr(result, "claim", None) not in _ADVANCED:
             return  # lost, gone, inactive, or the default raised: nothing to arm
