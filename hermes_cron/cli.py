@@ -95,6 +95,14 @@ def _quarantine_warnings(service: Any, snap: Any) -> None:
         _warn(f"quarantined {q.error} (never run; fix it in {service.store.describe()})")
 
 
+def _job_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The job options given on the command line, by record field (text, parsed by the
+    service: a bad value is one line, exit 2)."""
+    from .options import OPTIONS
+
+    return {o.field: getattr(args, o.field) for o in OPTIONS if getattr(args, o.field) is not None}
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     command: Optional[List[str]] = args.command_argv
     if command is not None and args.prompt is not None:
@@ -113,11 +121,46 @@ def cmd_add(args: argparse.Namespace) -> int:
         name=args.name,
         repeat=args.repeat,
         tz=args.tz,
+        **_job_options(args),
     )
     if args.json:
         _print_json(job)
     else:
         sys.stdout.write(job["id"] + "\n")
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    command: Optional[List[str]] = args.command_argv
+    if command is not None and args.prompt is not None:
+        raise UsageError("edit: give either --prompt TEXT or -- CMD ARGS..., not both")
+    if command is not None and not command:
+        raise UsageError("edit: the command after -- is empty")
+    if args.repeat is not None and args.repeat < 1:
+        raise UsageError(f"edit: --repeat must be >= 1, got {args.repeat}")
+    if args.schedule is not None and not args.schedule.strip():
+        raise UsageError("edit: --schedule is empty")
+    service = _service(args)
+    job = service.edit_job(
+        args.id,
+        schedule=args.schedule,
+        tz=args.tz,
+        name=args.name,
+        repeat=args.repeat,
+        command=command,
+        prompt=args.prompt,
+        clear=args.clear or (),
+        **_job_options(args),
+    )
+    if args.json:
+        _print_json(job)
+    else:
+        extra = ""
+        if job.get("next_run_at"):
+            extra = f"; next run {_fmt_time(job['next_run_at'], service.default_tz)}"
+        elif job["state"] == "completed":
+            extra = "; completed (no fire left)"
+        sys.stdout.write(f"edited {job['id']} ({_shorten(job.get('name'), 40)}){extra}\n")
     return 0
 
 
@@ -152,10 +195,48 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    from .store.rules import seconds_text
+
+    return seconds_text(float(value))
+
+
+def _option_lines(job: Dict[str, Any], zone: str) -> List[tuple]:
+    """``show``'s lines for the job options that are set, and what they hold pending."""
+    retry = job.get("pending_retry")
+    queued = job.get("queued_fire")
+    retries = job.get("retries")
+    delay = _seconds(job.get("retry_delay") or 30)
+    env = job.get("env")
+    return [
+        ("jitter", _seconds(job.get("jitter"))),
+        ("overlap", job.get("overlap")),
+        ("retries", f"{retries} (first after {delay}, doubling)" if retries else None),
+        ("timeout", _seconds(job.get("timeout"))),
+        ("grace", _seconds(job.get("misfire_grace"))),
+        ("cwd", job.get("cwd")),
+        ("env", " ".join(f"{k}={v}" for k, v in env.items()) if env else None),
+        ("until", _fmt_time(job.get("until"), zone) if job.get("until") else None),
+        (
+            "retry",
+            f"attempt {retry['attempt']} at {_fmt_time(retry['due_at'], zone)}" if retry else None,
+        ),
+        (
+            "queued",
+            f"the fire due {_fmt_time(queued['fire_at'], zone)} runs when the run ends"
+            if queued
+            else None,
+        ),
+    ]
+
+
 def _show_job(job: Dict[str, Any], zone: str) -> None:
     schedule = job.get("schedule") or {}
     repeat = job.get("repeat") or {}
     claim = job.get("fire_claim")
+    recurring = schedule.get("kind") != "once"
     lines = [
         ("id", job["id"]),
         ("name", job.get("name")),
@@ -165,8 +246,11 @@ def _show_job(job: Dict[str, Any], zone: str) -> None:
         ("state", job["state"] if job.get("enabled", True) else f"{job['state']} (disabled)"),
         (
             "repeat",
-            f"{repeat.get('completed', 0)} of {repeat['times']}" if repeat.get("times") else None,
+            f"{repeat.get('completed', 0)} of {repeat['times']}"
+            if repeat.get("times") and recurring
+            else None,
         ),
+        ("runs", repeat.get("completed", 0) if not (repeat.get("times") and recurring) else None),
         ("next run", _fmt_time(job.get("next_run_at"), zone)),
         ("last run", _fmt_time(job.get("last_run_at"), zone)),
         ("last status", job.get("last_status")),
@@ -177,6 +261,7 @@ def _show_job(job: Dict[str, Any], zone: str) -> None:
             if claim
             else None,
         ),
+        *_option_lines(job, zone),
         ("created", _fmt_time(job.get("created_at"), zone)),
         ("updated", _fmt_time(job.get("updated_at"), zone)),
     ]
@@ -250,7 +335,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 str(row.get("job_id")),
                 _fmt_time(row.get("fire_at")),
                 _fmt_time(row.get("started_at")),
-                str(row.get("status")),
+                str(row.get("status"))
+                + (f" (attempt {row['attempt']})" if (row.get("attempt") or 1) > 1 else ""),
                 str(row.get("provider")),
                 _shorten(row.get("error") or output, 60),
             ]
@@ -471,6 +557,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 # The parser
 
 
+def _add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job options of SPEC §4.1 (``hermes_cron.options.OPTIONS``), for add and edit."""
+    from .options import OPTIONS
+
+    group = parser.add_argument_group("job options")
+    for option in OPTIONS:
+        group.add_argument(
+            option.flag,
+            dest=option.field,
+            metavar=option.metavar,
+            help=option.help,
+            action="append" if option.field == "env" else "store",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = _Parser(
@@ -499,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("add", cmd_add, "create a job; prints its id")
     p.usage = (
-        f"{PROG} add SCHEDULE (--prompt TEXT | -- CMD ARGS...) [--name N] [--repeat N] [--tz ZONE]"
+        f"{PROG} add SCHEDULE (--prompt TEXT | -- CMD ARGS...) [--name N] [--repeat N] "
+        "[--tz ZONE] [OPTIONS]"
     )
     p.add_argument(
         "schedule", nargs="+", metavar="SCHEDULE", help="e.g. 'every 5m', '0 9 * * 1-5', '+2h'"
@@ -508,6 +610,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", metavar="N", help="a display name")
     p.add_argument("--repeat", metavar="N", type=int, help="stop after N runs")
     p.add_argument("--tz", metavar="ZONE", help="IANA time zone of the schedule")
+    _add_option_arguments(p)
+
+    p = command("edit", cmd_edit, "change a job in place: only what is given")
+    p.usage = (
+        f"{PROG} edit ID [--schedule TEXT] [--name N] [--repeat N] [--tz ZONE] "
+        "[--prompt TEXT | -- CMD ARGS...] [OPTIONS] [--clear OPTION]..."
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--schedule", metavar="TEXT", help="a new schedule (in --tz or the job's zone)")
+    p.add_argument("--prompt", metavar="TEXT", help="run this prompt instead")
+    p.add_argument("--name", metavar="N", help="a new display name")
+    p.add_argument("--repeat", metavar="N", type=int, help="stop after N runs in all")
+    p.add_argument("--tz", metavar="ZONE", help="move the schedule to this IANA zone")
+    _add_option_arguments(p)
+    p.add_argument(
+        "--clear",
+        metavar="OPTION",
+        action="append",
+        help="reset an option to its default (e.g. --clear jitter; repeatable)",
+    )
 
     p = command("list", cmd_list, "list jobs (completed ones only with --all)")
     p.add_argument("--all", action="store_true", help="include completed jobs")
@@ -543,13 +665,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _split_command(argv: Sequence[str]) -> tuple[List[str], Optional[List[str]]]:
-    """``add ... -- CMD ARGS`` → (the part argparse reads, the command argv)."""
+    """``add ... -- CMD ARGS`` (or ``edit``) → (the part argparse reads, the command argv)."""
     argv = list(argv)
     if "--" not in argv:
         return argv, None
     cut = argv.index("--")
     head = argv[:cut]
-    if "add" not in head:
+    if "add" not in head and "edit" not in head:
         return argv, None
     return head, argv[cut + 1 :]
 

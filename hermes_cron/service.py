@@ -19,8 +19,8 @@
     service.fire_due(job_id, fire_at)    # from the agent's fire webhook
     handle.stop()
 
-Every mutation (``add_job``, ``pause_job``, ``resume_job``, ``remove_job``)
-writes the store first, then tells the active provider (``on_jobs_changed``);
+Every mutation (``add_job``, ``edit_job``, ``pause_job``, ``resume_job``,
+``remove_job``) writes the store first, then tells the active provider (``on_jobs_changed``);
 a provider that fails to react is logged and recorded, never turned into a
 failure of a mutation that already happened.
 
@@ -257,13 +257,20 @@ class CronService:
         name: Optional[str] = None,
         repeat: Optional[int] = None,
         tz: Optional[str] = None,
+        **options: Any,
     ) -> Dict[str, Any]:
         """Parse ``schedule_text`` (in ``tz``, default ``cron.timezone`` or the system zone)
         and create a job running ``command`` (argv list) or ``prompt``; returns the record.
 
+        ``options`` are the job options of SPEC §4.1 by record field: ``misfire_grace``,
+        ``timeout``, ``jitter``, ``retry_delay`` (seconds, or text such as ``"2m"``),
+        ``overlap`` (``skip``/``queue``/``replace``), ``retries``, ``cwd``, ``env`` (a
+        mapping) and ``until`` (ISO 8601; naive means the job's zone).
+
         :raises ScheduleError: the schedule or zone is invalid (nothing is written).
-        :raises UsageError: bad arguments (nothing is written).
+        :raises UsageError: bad arguments or option values (nothing is written).
         """
+        from .options import normalize
         from .schedules import parse_schedule
 
         if not isinstance(schedule_text, str) or not schedule_text.strip():
@@ -271,8 +278,78 @@ class CronService:
         schedule = parse_schedule(
             schedule_text.strip(), tz=tz or self.default_tz, now=self.clock.now()
         )
-        job = self.store.add(schedule, command=command, prompt=prompt, name=name, repeat=repeat)
+        values = normalize(options, schedule.tz)
+        job = self.store.add(
+            schedule, command=command, prompt=prompt, name=name, repeat=repeat, **values
+        )
         self.notify([job["id"]])
+        return job
+
+    def edit_job(
+        self,
+        job_id: str,
+        *,
+        schedule: Optional[str] = None,
+        tz: Optional[str] = None,
+        name: Optional[str] = None,
+        repeat: Optional[int] = None,
+        command: Optional[Sequence[str]] = None,
+        prompt: Optional[str] = None,
+        clear: Sequence[str] = (),
+        **options: Any,
+    ) -> Dict[str, Any]:
+        """Change only what is given (``hermes-cron edit``); returns the record.
+
+        ``schedule`` is text parsed in ``tz`` or the job's own zone; ``tz`` alone
+        re-zones the schedule. ``command`` or ``prompt`` replaces what the job runs.
+        ``options`` as for ``add_job`` (``env`` is merged into the job's variables);
+        ``clear`` names options (``jitter``, ``retry-delay``..., or ``repeat``) to reset
+        to their defaults, before ``options`` apply. A new schedule, zone, jitter or
+        until recomputes ``next_run_at``; a run in progress keeps its claim and records
+        its end against the edited job. One write, re-read under the store's lock.
+
+        :raises UsageError: nothing to change, a bad value, or the job does not exist
+            (``JobNotFoundError``); nothing is written.
+        """
+        from .options import clear_field, normalize
+
+        if command is not None and prompt is not None:
+            raise UsageError("edit: give either a prompt or a command, not both")
+        fields: Dict[str, Any] = {}
+        if schedule is not None:
+            fields["schedule"] = schedule
+        if tz is not None:
+            fields["tz"] = tz
+        if name is not None:
+            fields["name"] = name
+        if command is not None:
+            fields.update(command=list(command), prompt=None)
+        if prompt is not None:
+            fields.update(prompt=prompt, command=None)
+        cleared = [clear_field(item) for item in clear]
+        for key in cleared:
+            if key in options and key != "env":
+                raise UsageError(f"edit: {key} is both set and cleared")
+            fields[key] = None
+        if repeat is not None:
+            if "repeat" in cleared:
+                raise UsageError("edit: repeat is both set and cleared")
+            fields["repeat"] = repeat
+        if options:
+            zone = tz or self.store.get_schedule(job_id).tz
+            values = normalize(options, zone)
+            if values.get("env"):
+                # --env adds to the job's variables (merged under the store's lock);
+                # --clear env first replaces them.
+                fields["env_add"] = values.pop("env")
+            fields.update(values)
+        if not fields:
+            raise UsageError(
+                "edit: nothing to change (give --schedule, --name, --repeat, --tz, "
+                "--prompt, -- CMD, a job option or --clear)"
+            )
+        job = self.store.update(job_id, **fields)
+        self.notify([job_id])
         return job
 
     def pause_job(self, job_id: str) -> Dict[str, Any]:

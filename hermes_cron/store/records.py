@@ -93,7 +93,8 @@ OPTION_FIELDS = (
     "env",
     "until",
 )
-#: Fields ``update()`` may change (``tz`` re-zones the schedule; see ``rules.update``).
+#: Fields ``update()`` may change (``tz`` re-zones the schedule, ``env_add`` merges
+#: variables into ``env``; see ``rules.update``).
 UPDATABLE = (
     "name",
     "enabled",
@@ -103,6 +104,7 @@ UPDATABLE = (
     "tz",
     "repeat",
     *OPTION_FIELDS,
+    "env_add",
 )
 
 

@@ -437,12 +437,13 @@ def update(rec: Record, fields: Mapping[str, Any], now: datetime) -> Change:
     """Change the fields given (checked by ``check_update_fields``): ``hermes-cron edit``.
 
     ``schedule`` may be text (parsed in ``tz`` or the job's zone), a ``Schedule`` record;
-    ``tz`` alone re-zones the current schedule (``rezoned``). A new schedule or zone, or
-    enabling a disabled job, recomputes ``next_run_at`` from now; a new ``jitter`` or
-    ``until`` re-times the pending scheduled fire. A recomputed job with no fire left
-    (``until`` passed) completes. A run in progress keeps its claim (it records its end
-    against the edited job). Raises ``UsageError`` when the result is invalid; writes
-    nothing when nothing changed."""
+    ``tz`` alone re-zones the current schedule (``rezoned``); ``env_add`` merges variables
+    into ``env`` (after ``env`` itself, so clearing then adding replaces them). A new
+    schedule or zone, or enabling a disabled job, recomputes ``next_run_at`` from now; a
+    new ``jitter`` or ``until`` re-times the pending scheduled fire. A recomputed job with
+    no fire left (``until`` passed) completes. A run in progress keeps its claim (it
+    records its end against the edited job). Raises ``UsageError`` when the result is
+    invalid; writes nothing when nothing changed."""
     old = rec.job
     job_id = old["id"]
     job = copy_json(old)
@@ -455,7 +456,7 @@ def update(rec: Record, fields: Mapping[str, Any], now: datetime) -> Change:
             job["repeat"] = {**job["repeat"], "times": None if schedule.recurring else 1}
     derived = old.get("name") == derive_name(old.get("command"), old.get("prompt"))
     for key, value in fields.items():
-        if key in ("schedule", "tz"):
+        if key in ("schedule", "tz", "env_add"):
             continue
         if key == "repeat":
             if value is not None and (
@@ -475,6 +476,11 @@ def update(rec: Record, fields: Mapping[str, Any], now: datetime) -> Change:
             )
         else:
             job[key] = copy_json(value)
+    if fields.get("env_add"):
+        added = fields["env_add"]
+        if not isinstance(added, Mapping):
+            raise UsageError(f"env_add: expected a mapping of NAME: value, got {added!r}")
+        job["env"] = {**(job.get("env") or {}), **copy_json(dict(added))}
     if "name" not in fields and derived:
         # A name derived from the old command or prompt follows the new one.
         job["name"] = derive_name(job.get("command"), job.get("prompt"))
