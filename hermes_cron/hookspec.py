@@ -145,8 +145,22 @@ def run_job(ctx: CronContext, job: dict[str, Any]) -> Optional[RunOutcome]:
     Stops at the first non-None result. Dispatched to all plugins, on the worker
     thread that runs the job.
 
-    :param ctx: the service context; ``ctx.fire_at`` is not set, read
-        ``job["fire_claim"]["fire_at"]`` for the due time.
+    A run may be asked to stop: for a job with ``overlap: replace``, a newer fire
+    replaces the running one. ``ctx.cancel`` is then set: a ``threading.Event``
+    of this run (the default executor kills the command's process group). A
+    runner that honours it returns early (status ``cancelled``, or whatever it
+    has: a run that fails after the request is recorded ``cancelled``, not
+    retried). The newer fire waits until ``run_job`` has returned, so a runner
+    that ignores ``ctx.cancel`` makes ``replace`` behave like ``queue``.
+
+    A retry (``retries``) is another call for the same fire:
+    ``job["fire_claim"]["attempt"]`` is 2, 3... (absent or 1 for the first).
+
+    :param ctx: the service context for this run (a copy: ``ctx.cancel`` is this
+        run's stop request); ``ctx.fire_at`` is not set, read
+        ``job["fire_claim"]["fire_at"]`` for the due time (a retry's is the fire it
+        retries).
     :param job: the job record as stored, with its current claim.
-    :returns: a ``RunOutcome`` (status ``ok``/``error``/``timeout``, output text, error).
+    :returns: a ``RunOutcome`` (status ``ok``/``error``/``timeout``/``cancelled``,
+        output text, error).
     """

@@ -104,6 +104,9 @@ class TestChronosConformance(ProviderConformance):
     def observe(self, service: Any) -> Any:
         return (json.dumps(self.fake_nas.armed, sort_keys=True), self.fake_nas.mutations())
 
+    def armed_at(self, service: Any, job_id: str) -> Any:
+        return self.fake_nas.armed.get(job_id, {}).get("fire_at")
+
     def test_nas_holds_one_arm_per_armable_job(self, service: Any) -> None:
         """Not part of the generic suite: a check that the fake NAS is really used."""
         ids = self._populate(service)

@@ -16,7 +16,9 @@ point), which also checks that your entry point works. Override
 ``prepare_home`` to write files your provider needs (``auth.json``...),
 ``prepare_service`` to wire a fake remote (an ``httpx.MockTransport``), and
 ``observe`` to return the provider's outside state (what a remote service has
-armed) so the suite can check that ``reconcile`` is idempotent there too.
+armed) so the suite can check that ``reconcile`` is idempotent there too, and
+``armed_at`` to say when that state will fire one job (so the suite can check
+that a provider arms the jittered time and the retry time).
 
 What is checked (SPEC section 6 and the hook reference):
 
@@ -34,7 +36,11 @@ What is checked (SPEC section 6 and the hook reference):
 * ``fire_due`` goes through the shared claim: a fire for a wrong ``fire_at`` runs
   nothing, a duplicate fire runs once, racing fires from two services run once,
   a paused or removed job does not run, and a won fire is recorded in the ledger
-  under the provider's name.
+  under the provider's name;
+* the job options that move a fire: a jittered job fires at its delayed time (not
+  at the undelayed one) and its next fire is computed from the undelayed time; a
+  failed run's retry fires at its time, once, as attempt 2 of the same fire; what
+  the provider arms (``armed_at``) follows ``next_run_at`` through both.
 
 The suite uses the fixtures of ``hermes_cron.testing.pytest_plugin``
 (``hermes_home``, ``cron_clock``, ``block_sockets``), active wherever hermes-cron
@@ -122,6 +128,12 @@ class ProviderConformance:
         armed), compared before and after a second ``reconcile``. None: nothing to see."""
         return None
 
+    def armed_at(self, service: Any, job_id: str) -> Optional[str]:
+        """When the provider's outside state will fire ``job_id`` (ISO 8601), or None when
+        nothing is armed for it. A provider with no such state (a local loop) leaves
+        this unimplemented, and the suite does not look."""
+        raise NotImplementedError
+
     # -- plumbing ----------------------------------------------------------------------
 
     def config(self) -> Dict[str, Any]:
@@ -197,6 +209,16 @@ class ProviderConformance:
         due = parse_iso(service.store.get(job["id"])["next_run_at"])
         clock.set(due)
         return to_iso(due)
+
+    def _expect_armed(self, service: Any, job_id: str, when: Any) -> None:
+        """What the provider armed for ``job_id`` is ``when`` (when it can be seen)."""
+        try:
+            armed = self.armed_at(service, job_id)
+        except NotImplementedError:
+            return
+        assert armed is not None and parse_iso(armed) == when, (
+            f"the provider armed {armed!r} for job {job_id}, expected {to_iso(when)}"
+        )
 
     def _populate(self, service: Any) -> Dict[str, str]:
         """A mix of jobs: recurring, cron, paused, one-shot, and one removed."""
@@ -459,3 +481,60 @@ class ProviderConformance:
             (due, "ok", service.provider_name)
         ]
         assert rows[0]["output"] and Path(rows[0]["output"]).is_file()
+
+    # -- job options that move a fire ------------------------------------------------------
+
+    def test_fires_at_the_jittered_time(
+        self, service: Any, cron_clock: Any, conformance_runner: RecordingRunner
+    ) -> None:
+        from ..store.rules import jitter_offset
+
+        job = self._hourly_job(service, jitter=600)
+        record = service.store.get(job["id"])
+        scheduled = parse_iso(record["next_scheduled_at"])
+        due = parse_iso(record["next_run_at"])
+        assert due == scheduled + jitter_offset(job["id"], scheduled, 600)
+        self._call(service, "reconcile", ctx=service.ctx)
+        self._expect_armed(service, job["id"], due)
+        if due != scheduled:
+            cron_clock.set(scheduled)
+            undelayed = service.fire_due(job["id"], to_iso(scheduled))
+            assert not undelayed.ran, "a jittered job ran at its undelayed time"
+        cron_clock.set(due)
+        result = service.fire_due(job["id"], to_iso(due))
+        assert result.ran and result.status == "ok", result
+        assert conformance_runner.runs == [(job["id"], to_iso(due))]
+        after = service.store.get(job["id"])
+        following = scheduled + timedelta(hours=1)  # from the undelayed time: no drift
+        assert parse_iso(after["next_scheduled_at"]) == following
+        next_due = following + jitter_offset(job["id"], following, 600)
+        assert parse_iso(after["next_run_at"]) == next_due
+        self._expect_armed(service, job["id"], next_due)
+
+    def test_fires_a_retry_at_its_time(
+        self, service: Any, cron_clock: Any, conformance_runner: RecordingRunner
+    ) -> None:
+        job = self._hourly_job(service, retries=1, retry_delay=60)
+        due = self._due(service, cron_clock, job)
+        conformance_runner.fail_next(1)
+        first = service.fire_due(job["id"], due)
+        assert first.ran and first.status == "error", first
+        retry_at = cron_clock.now() + timedelta(seconds=60)
+        record = service.store.get(job["id"])
+        assert parse_iso(record["next_run_at"]) == retry_at, "the retry is the next due time"
+        self._expect_armed(service, job["id"], retry_at)
+        cron_clock.set(retry_at)
+        second = service.fire_due(job["id"], to_iso(retry_at))
+        assert second.ran and second.status == "ok" and second.attempt == 2, second
+        assert not service.fire_due(job["id"], to_iso(retry_at)).ran, "a retry ran twice"
+        assert conformance_runner.runs == [(job["id"], due), (job["id"], due)]
+        rows = service.ledger.read(job_id=job["id"])
+        assert [(r["attempt"], r["status"], r["fire_at"]) for r in reversed(rows)] == [
+            (1, "error", due),
+            (2, "ok", due),
+        ]
+        after = service.store.get(job["id"])
+        next_due = parse_iso(due) + timedelta(hours=1)
+        assert parse_iso(after["next_run_at"]) == next_due
+        assert after["repeat"]["completed"] == 1, "the attempts of one fire are one run"
+        self._expect_armed(service, job["id"], next_due)

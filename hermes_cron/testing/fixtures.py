@@ -4,7 +4,8 @@
   the way users select it (``cron.provider`` + discovery) or directly from a
   plugin object that is not installed (``select_provider``).
 * ``RecordingRunner``: a ``run_job`` plugin that records every job it runs and
-  answers ``ok``, so provider tests need no subprocess.
+  answers ``ok`` (or fails on request: ``fail_next``), so provider tests need no
+  subprocess.
 * ``SocketGuard``: refuses every socket connection (loopback included) and
   remembers who tried; ``is_available`` must never touch the network.
 * ``wait_for``: poll a condition with a generous bound instead of sleeping.
@@ -73,14 +74,24 @@ class RecordingRunner:
     def __init__(self, output: str = "recorded") -> None:
         self.output = output
         self.runs: List[tuple] = []
+        self._failures: List[str] = []
         self._cond = threading.Condition()
+
+    def fail_next(self, count: int = 1, status: str = "error") -> None:
+        """Answer ``status`` (``error`` or ``timeout``) to the next ``count`` runs, e.g. to
+        see a job's retries fire."""
+        with self._cond:
+            self._failures.extend([status] * count)
 
     @hookimpl
     def run_job(self, ctx: Any, job: Dict[str, Any]) -> RunOutcome:
         claim = job.get("fire_claim") or {}
         with self._cond:
             self.runs.append((job["id"], claim.get("fire_at")))
+            status = self._failures.pop(0) if self._failures else "ok"
             self._cond.notify_all()
+        if status != "ok":
+            return RunOutcome(status=status, output=self.output, error=f"made to fail ({status})")
         return RunOutcome(status="ok", output=self.output)
 
     def ran(self, job_id: Optional[str] = None) -> int:
