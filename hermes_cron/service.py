@@ -336,7 +336,14 @@ class CronService:
                 raise UsageError("edit: repeat is both set and cleared")
             fields["repeat"] = repeat
         if options:
-            zone = tz or self.store.get_schedule(job_id).tz
+            zone = tz or self.default_tz
+            if tz is None and options.get("until") is not None:
+                from .errors import JobNotFoundError
+
+                try:
+                    zone = self.store.get_schedule(job_id).tz  # a naive until: the job's zone
+                except JobNotFoundError:
+                    pass  # the update says why (no such job, or quarantined)
             values = normalize(options, zone)
             if values.get("env"):
                 # --env adds to the job's variables (merged under the store's lock);

@@ -15,7 +15,16 @@ from helpers.servicekit import write_config, write_user_plugin
 from hermes_cron.cli import main
 from hermes_cron.timeutil import parse_iso
 
-RUN_KEYS = {"job_id", "fire_at", "provider", "started_at", "finished_at", "status", "output"}
+RUN_KEYS = {
+    "job_id",
+    "fire_at",
+    "provider",
+    "started_at",
+    "finished_at",
+    "status",
+    "output",
+    "attempt",
+}
 
 
 class CLI:

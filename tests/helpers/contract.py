@@ -19,5 +19,15 @@ JOB_FIELDS = frozenset(
         "fire_claim",
         "created_at",
         "updated_at",
+        # The job options of SPEC §4.1.
+        "misfire_grace",
+        "timeout",
+        "jitter",
+        "overlap",
+        "retries",
+        "retry_delay",
+        "cwd",
+        "env",
+        "until",
     }
 )
