@@ -451,7 +451,10 @@ def test_documented_json_shapes_match_the_real_output(tmp_path: Path) -> None:
         doc = doc[0] if isinstance(doc, list) else doc
         assert set(doc) == set(value), f"{name}: docs {sorted(doc)} != real {sorted(value)}"
     contract = {
-        "runs": {"job_id", "fire_at", "provider", "started_at", "finished_at", "status", "output"},
+        "runs": {
+            "job_id", "fire_at", "provider", "started_at", "finished_at", "status", "output",
+            "attempt",
+        },
         "providers": {"name", "source", "path", "available", "active", "shadowed_by", "error"},
         "status": {
             "provider", "requested", "fallback_reason", "heartbeat_at", "last_error", "jobs",

@@ -163,15 +163,20 @@ def _number_field(record: Mapping[str, Any], key: str, *, positive: bool) -> Non
         raise Invalid(f"{key}: {value!r} seconds is longer than 100 years")
 
 
-def _object_field(record: Mapping[str, Any], key: str, times: Sequence[str]) -> None:
-    """An optional object of bookkeeping whose ``times`` keys are ISO 8601 times."""
+def _object_field(
+    record: Mapping[str, Any], key: str, times: Sequence[str], optional: Sequence[str] = ()
+) -> None:
+    """An optional object of bookkeeping whose ``times`` keys are ISO 8601 times (and
+    whose ``optional`` keys are times or null)."""
     value = record.get(key)
     if value is None:
         return
     if not isinstance(value, dict):
         raise Invalid(f"{key}: expected an object or null, got {value!r}")
-    for name in times:
+    for name in (*times, *optional):
         if value.get(name) is None:
+            if name in optional:
+                continue
             raise Invalid(f"{key}.{name}: missing")
         try:
             parse_iso(value[name])
@@ -216,13 +221,13 @@ def check_options(value: Mapping[str, Any]) -> None:
                 raise Invalid(f"env.{key}: {_undecodable(item)}")
     _time_field(value, "until")
     _time_field(value, "next_scheduled_at")
-    _object_field(value, "pending_retry", ("fire_at", "due_at"))
+    _object_field(value, "pending_retry", ("fire_at", "due_at"), ("resume_at",))
     retry = value.get("pending_retry")
     if retry is not None:
         attempt = retry.get("attempt")
         if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 2:
             raise Invalid(f"pending_retry.attempt: expected a whole number >= 2, got {attempt!r}")
-    _object_field(value, "queued_fire", ("fire_at",))
+    _object_field(value, "queued_fire", ("fire_at",), ("queued_at", "resume_at"))
 
 
 def check_record(value: Any) -> Tuple[Job, Schedule, Optional[datetime]]:

@@ -225,7 +225,10 @@ def jitter_offset(job_id: str, scheduled: datetime, jitter: Optional[float]) -> 
 
 def delayed(job: Job, scheduled: datetime) -> datetime:
     """When the fire scheduled at ``scheduled`` is due: plus the job's jitter offset."""
-    return scheduled + jitter_offset(job["id"], scheduled, job.get("jitter"))
+    try:
+        return scheduled + jitter_offset(job["id"], scheduled, job.get("jitter"))
+    except OverflowError:  # a fire near the end of time: no room for a delay
+        return scheduled
 
 
 def _until(job: Job) -> Optional[datetime]:
@@ -955,7 +958,10 @@ def _retry_after(
         return None, "not retried: the job is not scheduled"
     base = float(job.get("retry_delay") or DEFAULT_RETRY_DELAY)
     delay = min(base * 2 ** (attempt - 1), float(MAX_SECONDS))
-    due = now + timedelta(seconds=delay)
+    try:
+        due = now + timedelta(seconds=delay)
+    except OverflowError:
+        return None, "not retried: the retry would come after the end of time"
     following = job.get("next_run_at")
     if following and due >= parse_iso(following):
         return None, f"not retried: the next fire, at {following}, comes first"

@@ -30,7 +30,10 @@ FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCh
 FIELDS = [
     "id", "name", "schedule", "command", "prompt", "enabled", "state", "repeat", "next_run_at",
     "last_run_at", "last_status", "last_error", "fire_claim", "misfire_grace", "timeout",
-    "created_at", "updated_at", "extra",
+    "jitter", "overlap", "retries", "retry_delay", "cwd", "env", "until", "next_scheduled_at",
+    "pending_retry", "queued_fire", "created_at", "updated_at", "extra",
+    # keys inside the bookkeeping objects
+    "fire_at", "due_at", "resume_at", "attempt", "queued_at", "cancel_requested",
 ]  # fmt: skip
 JSON = st.recursive(
     st.none()
@@ -55,6 +58,10 @@ JSON = st.recursive(
             "UTC",
             "ok",
             "nope",
+            "queue",
+            "replace",
+            "/tmp",
+            "9999-12-31T23:59:59+00:00",
         ]  # fmt: skip
     ),
     lambda children: (
