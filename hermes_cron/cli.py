@@ -229,6 +229,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
+def cmd_logs(args: argparse.Namespace) -> int:
+    row, text = _service(args).run_output(args.id, args.fire_at)
+    if args.json:
+        _print_json({**row, "text": text})
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError(f"runs: --limit must be >= 1, got {args.limit}")
@@ -523,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("runs", cmd_runs, "the run ledger, newest first")
     p.add_argument("id", metavar="ID", nargs="?", help="only this job's runs")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows (default 20)")
+
+    p = command("logs", cmd_logs, "print the output of a job's latest run (or of one run)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--fire-at", metavar="TIME", help="the run for this fire time (ISO 8601)")
 
     p = command("next", cmd_next, "preview fire times of a schedule")
     p.add_argument("schedule", nargs="+", metavar="SCHEDULE")

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
+from .config import cfg_get
 from .errors import HermesCronError, UsageError
 from .timeutil import parse_iso, to_iso
 
@@ -548,8 +549,29 @@ def write_output(
 ) -> str:
     """Keep a run's output in the store (the file store: ``cron/output/<job_id>/<UTC
     start>.md``) and return where it is, as the ledger row's ``output`` names it."""
+    limit = int(cfg_get(ctx.config, "cron", "output_max_bytes", default=DEFAULT_OUTPUT_MAX))
+    kept = attrs.evolve(outcome, output=cut_output(outcome.output or "", limit))
     return ctx.store.outputs.write(
-        claim.job_id, started, render_output(claim, outcome, started, finished)
+        claim.job_id, started, render_output(claim, kept, started, finished)
+    )
+
+
+#: ``cron.output_max_bytes`` when the config has none.
+DEFAULT_OUTPUT_MAX = 1024 * 1024
+
+
+def cut_output(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8 (on a character boundary),
+    with a marker line saying so; shorter text is returned as it is."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= max_bytes:
+        return text
+    head = data[:max_bytes].decode("utf-8", "ignore")
+    return (
+        head
+        + ("" if head.endswith("\n") else "\n")
+        + f"[hermes-cron: output cut at {max_bytes} bytes of {len(data)} "
+        + "(cron.output_max_bytes)]\n"
     )
 
 

@@ -82,6 +82,9 @@ def _check_config(config: Config) -> Tuple[Config, List[str]]:
     number("job_timeout", integer=False, minimum=0, strict=True)
     number("misfire_grace", integer=False, minimum=0, strict=False)
     number("claim_ttl", integer=False, minimum=0, strict=True)
+    number("output_retention", integer=True, minimum=1, strict=False)
+    number("output_max_bytes", integer=True, minimum=1024, strict=False)
+    number("ledger_max_bytes", integer=True, minimum=4096, strict=False)
     tz = cron.get("timezone")
     if tz is None:
         cron["timezone"] = ""
@@ -292,6 +295,46 @@ class CronService:
         job = self.store.remove(job_id)
         self.notify([job_id])
         return job
+
+    def run_output(self, job_id: str, fire_at: Optional[str] = None) -> Tuple[Dict[str, Any], str]:
+        """The ledger row and output text of a job's latest run that left an output, or
+        of its run for ``fire_at`` (ISO 8601); ``UsageError`` when there is none."""
+        from .errors import JobNotFoundError, StoreError
+        from .timeutil import parse_iso
+
+        wanted = None
+        if fire_at is not None:
+            try:
+                wanted = parse_iso(fire_at)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"--fire-at: {exc}") from None
+        rows = self.ledger.read(job_id=job_id)
+        if not rows:
+            try:
+                self.store.get(job_id)
+            except JobNotFoundError:
+                raise UsageError(f"no such job: {job_id!r}") from None
+            raise UsageError(f"job {job_id!r} has not run yet")
+        for row in rows:
+            if not row.get("output"):
+                continue
+            if wanted is not None:
+                try:
+                    if parse_iso(row["fire_at"]) != wanted:
+                        continue
+                except (KeyError, TypeError, ValueError):
+                    continue
+            try:
+                return row, self.store.outputs.read(row["output"])
+            except StoreError:
+                raise UsageError(
+                    f"the output of job {job_id!r}'s run at {row.get('fire_at')} is gone "
+                    f"(cron.output_retention keeps the newest "
+                    f"{cfg_get(self.config, 'cron', 'output_retention', default=50)})"
+                ) from None
+        if wanted is not None:
+            raise UsageError(f"job {job_id!r} has no run for {fire_at}")
+        raise UsageError(f"job {job_id!r} has no run with an output yet")
 
     def notify(self, job_ids: Sequence[str]) -> Any:
         """Tell the active provider that ``job_ids`` changed (failures are recorded)."""
