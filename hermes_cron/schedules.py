@@ -642,24 +642,23 @@ def _english(text: str) -> english.Parsed:
         raise ScheduleError(f"{exc}; {_FORMS_HELP}") from None
 
 
-def _day_form_at(form: english.DayForm, zone: tzinfo, now: datetime) -> datetime:
+def _day_form_at(form: english.DayForm, zone: tzinfo, now: datetime, q: str) -> datetime:
     """The first instant after ``now`` at which the day form's wall time comes, on the
     day it names (today while the time is still ahead, else the next such day).
 
     The wall time is resolved like a naive ISO one-shot (and a cron time): in a
     spring-forward gap it means the jump, in a repeated hour the first pass.
     """
-    today = now.astimezone(zone).date()
-    if form.day == "tomorrow":
-        first = today + timedelta(days=1)
-    elif form.day == "today":
-        first = today
-    else:
-        # date.weekday() counts from Monday = 0; cron's numbers from Sunday = 0.
-        first = today + timedelta(days=(int(form.day) - 1 - today.weekday()) % 7)
-    step = timedelta(days=7 if isinstance(form.day, int) else 1)
-    day = first
     try:
+        today = now.astimezone(zone).date()
+        if form.day == "tomorrow":
+            day = today + timedelta(days=1)
+        elif form.day == "today":
+            day = today
+        else:
+            # date.weekday() counts from Monday = 0; cron's numbers from Sunday = 0.
+            day = today + timedelta(days=(int(form.day) - 1 - today.weekday()) % 7)
+        step = timedelta(days=7 if isinstance(form.day, int) else 1)
         while True:  # at most twice: a day's wall time is never two steps behind ``now``
             wall = datetime(day.year, day.month, day.day, form.hour, form.minute)
             at = _resolve_wall(wall, zone)
@@ -667,7 +666,7 @@ def _day_form_at(form: english.DayForm, zone: tzinfo, now: datetime) -> datetime
                 return at
             day += step
     except OverflowError:
-        raise ScheduleError("the time is out of range") from None
+        raise ScheduleError(f"{q}: the time is out of range") from None
 
 
 # ------------------------------------------------------------------------- schedule
@@ -911,7 +910,7 @@ def parse_schedule(text: str, *, tz: Optional[str] = None, now: datetime) -> Sch
         parsed = _english(stripped)
         if isinstance(parsed, english.DayForm):
             return Schedule(
-                kind="once", text=stripped, tz=zone_name, at=_day_form_at(parsed, zone, now_utc)
+                kind="once", text=stripped, tz=zone_name, at=_day_form_at(parsed, zone, now_utc, q)
             )
         return _firing(
             Schedule(kind="cron", text=stripped, tz=zone_name, expr=_check_cron(parsed.expr, q)),

@@ -770,3 +770,10 @@ def test_cli_rejects_with_one_line_and_writes_nothing(cli: CLI, home: Path) -> N
         "(monday...sunday, mon...sun, weekdays, weekends)\n"
     )
     assert not (home / "cron" / "jobs.json").exists() or cli.json("list") == []
+
+
+def test_a_day_form_past_the_end_of_the_calendar_is_a_message() -> None:
+    end = utc(9999, 12, 31, 20)  # already 10:00 on 1 January 10000 in Kiritimati
+    assert error_of("tomorrow at 9", tz="Pacific/Kiritimati", now=end) == (
+        "'tomorrow at 9': the time is out of range"
+    )
