@@ -152,6 +152,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule_line(schedule: Dict[str, Any]) -> str:
+    """``every monday 9am = 0 9 * * 1 (cron, UTC)``: when the words are not the cron
+    expression itself (plain English, an alias), the expression that runs is shown too."""
+    text, kind, expr = schedule.get("text"), schedule.get("kind"), schedule.get("expr")
+    words = str(text)
+    if kind == "cron" and expr and " ".join(words.split()) != expr:
+        words += f" = {expr}"
+    return f"{words} ({kind}, {schedule.get('tz')})"
+
+
 def _show_job(job: Dict[str, Any], zone: str) -> None:
     schedule = job.get("schedule") or {}
     repeat = job.get("repeat") or {}
@@ -159,7 +169,7 @@ def _show_job(job: Dict[str, Any], zone: str) -> None:
     lines = [
         ("id", job["id"]),
         ("name", job.get("name")),
-        ("schedule", f"{schedule.get('text')} ({schedule.get('kind')}, {schedule.get('tz')})"),
+        ("schedule", _schedule_line(schedule)),
         ("command", " ".join(job["command"]) if job.get("command") else None),
         ("prompt", job.get("prompt")),
         ("state", job["state"] if job.get("enabled", True) else f"{job['state']} (disabled)"),
@@ -322,7 +332,7 @@ def cmd_next(args: argparse.Namespace) -> int:
     if not local:
         sys.stdout.write("never fires after " + after.isoformat() + "\n")
         return 0
-    sys.stdout.write(f"schedule: {schedule.text} ({schedule.kind}, {schedule.tz})\n")
+    sys.stdout.write(f"schedule: {_schedule_line(schedule.to_record())}\n")
     for t in local:
         sys.stdout.write(f"  {t.strftime('%a %Y-%m-%d %H:%M:%S %Z')}  {t.isoformat()}\n")
     return 0
