@@ -614,10 +614,15 @@ def _parse_time(text: str, zone: tzinfo) -> Optional[datetime]:
         raise ScheduleError(f"{_q(text)}: the time is out of range") from None
 
 
+def _strip_in(text: str) -> str:
+    """``in 30m`` → ``30m`` (a relative one-shot said the way people say it)."""
+    return text[3:].strip() if text[:3].lower() == "in " else text
+
+
 def _once_text_ok(text: str) -> bool:
     """Whether ``text`` has the shape of a one-shot (a delay, an ISO time or a day form
     such as ``friday at 5pm``)."""
-    body = text[1:] if text.startswith("+") else text
+    body = text[1:] if text.startswith("+") else _strip_in(text)
     if _duration_seconds(body.strip()) is not None:
         return True
     if english.claims(text):
@@ -923,8 +928,13 @@ def parse_schedule(text: str, *, tz: Optional[str] = None, now: datetime) -> Sch
             kind="interval", text=stripped, tz=zone_name, seconds=seconds, anchor=now_utc
         )
 
-    if stripped[0] in "+-" or stripped[0].isdigit():
-        body = stripped[1:].strip() if stripped[0] in "+-" else stripped
+    if lower.startswith("in ") and _duration_seconds(_strip_in(stripped)) is None:
+        raise ScheduleError(f"{q}: bad delay; expected e.g. in 30m, in 2 hours, in 1h30m")
+    if stripped[0] in "+-" or stripped[0].isdigit() or lower.startswith("in "):
+        if lower.startswith("in "):
+            body = _strip_in(stripped)
+        else:
+            body = stripped[1:].strip() if stripped[0] in "+-" else stripped
         delay = _duration_seconds(body)
         if delay is not None or stripped[0] in "+-":
             if stripped[0] == "-":
