@@ -26,6 +26,9 @@ DEFAULTS: Config = {
         "job_timeout": 600,
         "misfire_grace": 3600,
         "claim_ttl": 300,
+        "metrics_port": 0,  # 0: the daemon serves no metrics
+        "metrics_job_labels": False,
+        "disabled_plugins": [],
         "chronos": {
             "portal_url": "",
             "callback_url": "",

@@ -11,6 +11,7 @@ import attrs
 from .clock import Clock
 from .config import Config
 from .ledger import RunLedger
+from .observers import Observers
 from .paths import HomePaths
 from .runner import RunResult, run_one_job
 from .store import JobStore
@@ -31,6 +32,8 @@ class CronContext:
     :ivar state: scratch space the active provider may keep between calls in this process.
     :ivar claim_listeners: callables ``(ctx, claim)`` that ``run_one_job`` calls right
         after each claim, before the run (Chronos arms the next one-shot there).
+    :ivar observers: delivers every written ledger row to the ``run_finished``
+        observers, off the scheduling path (``hermes_cron.observers``).
     """
 
     config: Config
@@ -43,6 +46,9 @@ class CronContext:
     provider_name: str = "builtin"
     state: Dict[str, Any] = attrs.field(factory=dict)
     claim_listeners: List[Callable[[CronContext, Any], None]] = attrs.field(factory=list)
+    observers: Observers = attrs.field(
+        default=attrs.Factory(lambda self: Observers(self), takes_self=True)
+    )
 
     @property
     def home(self) -> Path:
