@@ -219,6 +219,12 @@ class Observers:
         with self._cond:
             return len(self._queue) + (1 if self._busy else 0)
 
+    @property
+    def hung(self) -> List[str]:
+        """Plugins whose ``run_finished`` call was abandoned and has not returned yet."""
+        with self._cond:
+            return sorted(self._hung)
+
     def check(self) -> None:
         """Notice an observer call that has been running longer than ``hang_after``."""
         with self._cond:
@@ -343,7 +349,6 @@ class Observers:
     def _deliver(
         self, generation: int, job: Dict[str, Any], report: RunReport, impls: List[Any]
     ) -> bool:
-        kwargs = {"ctx": self.ctx, "job": job, "result": report}
         for index, impl in enumerate(impls):
             name = str(getattr(impl, "plugin_name", "?"))
             with self._cond:
@@ -353,6 +358,12 @@ class Observers:
                     log.debug("observer %r skipped for job %s: still hung", name, report.job_id)
                     continue
                 self._current = _Call(name, self._monotonic(), job, report, impls[index + 1 :])
+            # Each observer gets copies: what one changes, the next never sees.
+            kwargs = {
+                "ctx": self.ctx,
+                "job": copy.deepcopy(job),
+                "result": attrs.evolve(report, row=dict(report.row)),
+            }
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames if arg in kwargs})
             except BaseException as exc:  # even SystemExit: an observer never ends the thread
