@@ -106,7 +106,11 @@ def plugin_rows(
             and record.declared_kind
             and kind != record.declared_kind
         ):
-            record.error = f"plugin.yaml says kind: {record.declared_kind}, but it is a {kind}"
+            article = "an" if kind == EXTENSION else "a"
+            record.error = (
+                f"plugin.yaml says kind: {record.declared_kind}, but its hooks make it "
+                f"{article} {kind}"
+            )
         if kind == EXTENSION:
             loaded = record.registered and record.error is None
         else:
