@@ -31,11 +31,13 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from socketserver import ThreadingMixIn
 from typing import Any, Dict, Iterator, List, Optional, Tuple
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import cfg_get
 from .errors import ServeError
@@ -123,15 +125,38 @@ class CronMetrics:
 
         :raises ServeError: the address cannot be bound.
         """
+        # prometheus_client's own start_http_server gives no way to stop it before 0.20;
+        # its WSGI app (the exposition) in a server we own does, on every version.
         try:
-            server, thread = start_http_server(port, addr=host, registry=self.registry)
+            server = make_server(
+                host,
+                port,
+                make_wsgi_app(self.registry),
+                server_class=_ThreadingServer,
+                handler_class=_QuietHandler,
+            )
         except OSError as exc:
             raise ServeError(
                 f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
             ) from None
+        thread = threading.Thread(
+            target=server.serve_forever, name="hermes-cron-metrics", daemon=True
+        )
+        thread.start()
         bound = server.server_address[1]
         log.info("metrics on http://%s:%s/metrics", host, bound)
         return MetricsServer(server, thread, host, int(bound))
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow scraper never blocks another."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per scrape on stderr is noise in the daemon's log
 
 
 class MetricsServer:
