@@ -32,6 +32,8 @@ _LAZY = {
     "RunResult": "hermes_cron.runner",
     "RunReport": "hermes_cron.observers",
     "JobStore": "hermes_cron.store",
+    "Store": "hermes_cron.store",
+    "open_store": "hermes_cron.store",
     "parse_schedule": "hermes_cron.schedules",
     "Schedule": "hermes_cron.schedules",
     "FakeClock": "hermes_cron.clock",

@@ -71,7 +71,13 @@ from .config import cfg_get
 from .hookspec import hookimpl
 from .observers import observers_of
 from .runner import RunRecorder, RunResult, execute_claim, new_owner_token
-from .status_file import HEARTBEAT_INTERVAL, record_error, record_stopped, write_heartbeat
+from .status_file import (
+    HEARTBEAT_INTERVAL,
+    record_error,
+    record_stopped,
+    scheduler_info,
+    write_heartbeat,
+)
 from .store import INTERRUPTED, MISSED, SKIPPED, WON, Claim
 from .timeutil import to_iso
 
@@ -339,9 +345,11 @@ class BuiltinLoop:
             nxt = self.ctx.store.next_due_at()
         except Exception:  # the store's fault is recorded by the iteration
             nxt = None
+        now = self.ctx.clock.now()
+        self.ctx.store.heartbeat(scheduler_info("builtin", now, self._started_at))
         write_heartbeat(
             self.ctx.paths,
-            now=self.ctx.clock.now(),
+            now=now,
             provider="builtin",
             started_at=self._started_at,
             running=self.workers.running,
@@ -463,7 +471,9 @@ class BuiltinLoop:
         abandoned = self.workers.close()
         for claim in abandoned:
             self._release(claim)
-        record_stopped(self.ctx.paths, now=self.ctx.clock.now())
+        now = self.ctx.clock.now()
+        record_stopped(self.ctx.paths, now=now)
+        self.ctx.store.heartbeat(scheduler_info("builtin", now, self._started_at, stopped=True))
         log.info("built-in scheduler stopped (%d runs)", self.runs)
         return {
             "provider": "builtin",

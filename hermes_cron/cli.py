@@ -98,7 +98,7 @@ def _service(args: argparse.Namespace) -> Any:
 
 def _quarantine_warnings(service: Any, snap: Any) -> None:
     for q in snap.quarantined:
-        _warn(f"quarantined {q.error} (never run; fix it in {service.store.path})")
+        _warn(f"quarantined {q.error} (never run; fix it in {service.store.describe()})")
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -158,6 +158,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule_line(schedule: Dict[str, Any]) -> str:
+    """``every monday 9am = 0 9 * * 1 (cron, UTC)``: when the words are not the cron
+    expression itself (plain English, an alias), the expression that runs is shown too."""
+    text, kind, expr = schedule.get("text"), schedule.get("kind"), schedule.get("expr")
+    words = str(text)
+    if kind == "cron" and expr and " ".join(words.split()) != expr:
+        words += f" = {expr}"
+    return f"{words} ({kind}, {schedule.get('tz')})"
+
+
 def _show_job(job: Dict[str, Any], zone: str) -> None:
     schedule = job.get("schedule") or {}
     repeat = job.get("repeat") or {}
@@ -165,7 +175,7 @@ def _show_job(job: Dict[str, Any], zone: str) -> None:
     lines = [
         ("id", job["id"]),
         ("name", job.get("name")),
-        ("schedule", f"{schedule.get('text')} ({schedule.get('kind')}, {schedule.get('tz')})"),
+        ("schedule", _schedule_line(schedule)),
         ("command", " ".join(job["command"]) if job.get("command") else None),
         ("prompt", job.get("prompt")),
         ("state", job["state"] if job.get("enabled", True) else f"{job['state']} (disabled)"),
@@ -238,13 +248,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 1
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    from .ledger import RunLedger
-    from .paths import HomePaths
+def cmd_logs(args: argparse.Namespace) -> int:
+    row, text = _service(args).run_output(args.id, args.fire_at)
+    if args.json:
+        _print_json({**row, "text": text})
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
 
+
+def cmd_runs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError(f"runs: --limit must be >= 1, got {args.limit}")
-    rows = RunLedger(HomePaths.at(args.home)).read(job_id=args.id, limit=args.limit)
+    rows = _service(args).ledger.read(job_id=args.id, limit=args.limit)
     if args.json:
         _print_json(rows)
         return 0
@@ -325,7 +341,7 @@ def cmd_next(args: argparse.Namespace) -> int:
     if not local:
         sys.stdout.write("never fires after " + after.isoformat() + "\n")
         return 0
-    sys.stdout.write(f"schedule: {schedule.text} ({schedule.kind}, {schedule.tz})\n")
+    sys.stdout.write(f"schedule: {_schedule_line(schedule.to_record())}\n")
     for t in local:
         sys.stdout.write(f"  {t.strftime('%a %Y-%m-%d %H:%M:%S %Z')}  {t.isoformat()}\n")
     return 0
@@ -575,6 +591,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("runs", cmd_runs, "the run ledger, newest first")
     p.add_argument("id", metavar="ID", nargs="?", help="only this job's runs")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows (default 20)")
+
+    p = command("logs", cmd_logs, "print the output of a job's latest run (or of one run)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--fire-at", metavar="TIME", help="the run for this fire time (ISO 8601)")
 
     p = command("next", cmd_next, "preview fire times of a schedule")
     p.add_argument("schedule", nargs="+", metavar="SCHEDULE")

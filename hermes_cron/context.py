@@ -10,11 +10,11 @@ import attrs
 
 from .clock import Clock
 from .config import Config
-from .ledger import RunLedger
 from .observers import Observers
 from .paths import HomePaths
 from .runner import RunResult, run_one_job
-from .store import JobStore
+from .store import Store
+from .store.protocol import RunLog
 
 
 @attrs.define(eq=False)
@@ -23,7 +23,7 @@ class CronContext:
 
     :ivar config: the loaded configuration.
     :ivar store: the job store.
-    :ivar ledger: the run ledger.
+    :ivar ledger: the run ledger (``store.runs``).
     :ivar clock: the clock (inject ``FakeClock`` in tests).
     :ivar logger: the logger hooks should use.
     :ivar paths: every path under the home folder.
@@ -37,8 +37,8 @@ class CronContext:
     """
 
     config: Config
-    store: JobStore
-    ledger: RunLedger
+    store: Store
+    ledger: RunLog
     clock: Clock
     logger: logging.Logger
     paths: HomePaths

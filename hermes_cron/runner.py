@@ -32,14 +32,14 @@ import threading
 import traceback
 import weakref
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
+from .config import cfg_get
 from .errors import HermesCronError, UsageError
 from .observers import observers_of
-from .timeutil import UTC, parse_iso, to_iso
+from .timeutil import parse_iso, to_iso
 
 if TYPE_CHECKING:
     from .context import CronContext
@@ -171,18 +171,18 @@ def execute_claim(
         fire_iso,
         WON,
         outcome.status,
-        str(output_path) if output_path else None,
+        output_path,
         error,
     )
 
 
 def _write_records(
     ctx: CronContext, claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime
-) -> Tuple[Optional[Path], Optional[str]]:
+) -> Tuple[Optional[str], Optional[str]]:
     """Write a run's output file and ledger row; returns the output path and the run's
     error with any recording failure added (what ``finish_run`` stores)."""
     problems: List[str] = []
-    output_path: Optional[Path] = None
+    output_path: Optional[str] = None
     try:
         output_path = write_output(ctx, claim, outcome, started, finished)
     except (OSError, HermesCronError) as exc:
@@ -194,7 +194,7 @@ def _write_records(
         status=outcome.status,
         started=started,
         finished=finished,
-        output=str(output_path) if output_path else None,
+        output=output_path,
     )
     row["error"] = outcome.error
     if outcome.exit_code is not None:
@@ -205,7 +205,7 @@ def _write_records(
         _log_for(ctx).error("job %s: cannot record the run: %s", claim.job_id, exc)
         problems.append(f"cannot record the run: {exc}")
     else:
-        observers_of(ctx).submit(claim.job, row, outcome.output, ran=True)
+        observers_of(ctx).submit(claim.job, row, _kept_output(ctx, outcome), ran=True)
     error = "; ".join([e for e in [outcome.error, *problems] if e]) or None
     return output_path, error
 
@@ -553,42 +553,45 @@ def _finish_many(
         return
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
 def write_output(
     ctx: CronContext,
     claim: Claim,
     outcome: RunOutcome,
     started: datetime,
     finished: datetime,
-) -> Path:
-    """Write ``cron/output/<job_id>/<UTC start, microseconds>.md`` and return its path.
+) -> str:
+    """Keep a run's output in the store (the file store: ``cron/output/<job_id>/<UTC
+    start>.md``) and return where it is, as the ledger row's ``output`` names it."""
+    limit = int(cfg_get(ctx.config, "cron", "output_max_bytes", default=DEFAULT_OUTPUT_MAX))
+    kept = attrs.evolve(outcome, output=cut_output(outcome.output or "", limit))
+    return ctx.store.outputs.write(
+        claim.job_id, started, render_output(claim, kept, started, finished)
+    )
 
-    The file is created exclusively (``-1``, ``-2`` ... on a name clash), mode 0600.
-    """
-    base = ctx.paths.output_dir.resolve()
-    # Ids are validated by the store; this keeps even a bad one inside the folder.
-    folder = base / _UNSAFE.sub("_", claim.job_id)
-    if folder.parent != base:
-        raise UsageError(f"job id {claim.job_id!r} cannot name an output folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    text = render_output(claim, outcome, started, finished).encode("utf-8")
-    for n in range(1000):
-        path = folder / (f"{stamp}.md" if n == 0 else f"{stamp}-{n}.md")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        try:
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        return path
-    raise UsageError(f"{folder}: too many output files named {stamp}")
+
+#: ``cron.output_max_bytes`` when the config has none.
+DEFAULT_OUTPUT_MAX = 1024 * 1024
+
+
+def _kept_output(ctx: CronContext, outcome: RunOutcome) -> str:
+    """The output as kept in the store (cut at ``cron.output_max_bytes``): what observers get."""
+    limit = int(cfg_get(ctx.config, "cron", "output_max_bytes", default=DEFAULT_OUTPUT_MAX))
+    return cut_output(outcome.output or "", limit)
+
+
+def cut_output(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8 (on a character boundary),
+    with a marker line saying so; shorter text is returned as it is."""
+    data = text.encode("utf-8", "surrogateescape")
+    if len(data) <= max_bytes:
+        return text
+    head = data[:max_bytes].decode("utf-8", "ignore")
+    return (
+        head
+        + ("" if head.endswith("\n") else "\n")
+        + f"[hermes-cron: output cut at {max_bytes} bytes of {len(data)} "
+        + "(cron.output_max_bytes)]\n"
+    )
 
 
 def render_output(claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime) -> str:

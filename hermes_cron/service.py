@@ -43,14 +43,13 @@ from .clock import Clock, SystemClock
 from .config import DEFAULTS, HOME_KEY, Config, cfg_get, load_config_or_defaults
 from .context import CronContext
 from .errors import UsageError
-from .ledger import RunLedger
 from .observers import FLUSH_TIMEOUT
 from .paths import HomePaths, PathLike
 from .plugin_manager import BUILTIN_NAME, get_plugin_manager, register_plugin
 from .resolver import AVAILABILITY_TIMEOUT, ActiveScheduler, resolve_cron_scheduler
 from .runner import RunResult
 from .status_file import read_status, record_error
-from .store import JobStore
+from .store import Store, open_store
 from .timeutil import get_zone, local_zone_name
 
 log = logging.getLogger("hermes_cron")
@@ -84,6 +83,9 @@ def _check_config(config: Config) -> Tuple[Config, List[str]]:
     number("job_timeout", integer=False, minimum=0, strict=True)
     number("misfire_grace", integer=False, minimum=0, strict=False)
     number("claim_ttl", integer=False, minimum=0, strict=True)
+    number("output_retention", integer=True, minimum=1, strict=False)
+    number("output_max_bytes", integer=True, minimum=1024, strict=False)
+    number("ledger_max_bytes", integer=True, minimum=4096, strict=False)
     port = cron.get("metrics_port")
     if not (isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535):
         problems.append(f"cron.metrics_port must be a port number (0 for none), not {port!r}")
@@ -190,8 +192,8 @@ class CronService:
         self.logger = logger
         zone = str(cfg_get(config, "cron", "timezone", default="") or "").strip()
         self.default_tz = zone or local_zone_name()
-        self.store = JobStore.from_config(paths, config, clock=clock, default_tz=self.default_tz)
-        self.ledger = RunLedger(paths)
+        self.store: Store = open_store(paths, config, clock=clock, default_tz=self.default_tz)
+        self.ledger = self.store.runs
         self.ctx = CronContext(
             config=config,
             store=self.store,
@@ -334,6 +336,46 @@ class CronService:
         self.notify([job_id])
         return job
 
+    def run_output(self, job_id: str, fire_at: Optional[str] = None) -> Tuple[Dict[str, Any], str]:
+        """The ledger row and output text of a job's latest run that left an output, or
+        of its run for ``fire_at`` (ISO 8601); ``UsageError`` when there is none."""
+        from .errors import JobNotFoundError, StoreError
+        from .timeutil import parse_iso
+
+        wanted = None
+        if fire_at is not None:
+            try:
+                wanted = parse_iso(fire_at)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"--fire-at: {exc}") from None
+        rows = self.ledger.read(job_id=job_id)
+        if not rows:
+            try:
+                self.store.get(job_id)
+            except JobNotFoundError:
+                raise UsageError(f"no such job: {job_id!r}") from None
+            raise UsageError(f"job {job_id!r} has not run yet")
+        for row in rows:
+            if not row.get("output"):
+                continue
+            if wanted is not None:
+                try:
+                    if parse_iso(row["fire_at"]) != wanted:
+                        continue
+                except (KeyError, TypeError, ValueError):
+                    continue
+            try:
+                return row, self.store.outputs.read(row["output"])
+            except StoreError:
+                raise UsageError(
+                    f"the output of job {job_id!r}'s run at {row.get('fire_at')} is gone "
+                    f"(cron.output_retention keeps the newest "
+                    f"{cfg_get(self.config, 'cron', 'output_retention', default=50)})"
+                ) from None
+        if wanted is not None:
+            raise UsageError(f"job {job_id!r} has no run for {fire_at}")
+        raise UsageError(f"job {job_id!r} has no run with an output yet")
+
     def notify(self, job_ids: Sequence[str]) -> Any:
         """Tell the active provider that ``job_ids`` changed (failures are recorded)."""
         return self.scheduler.on_jobs_changed(self.ctx, list(job_ids))
@@ -462,8 +504,21 @@ class CronService:
         mine = self.scheduler.last_error
         if mine is not None and (last_error_at is None or mine.at > str(last_error_at)):
             last_error, last_error_at = f"provider {self.scheduler.name!r}: {mine.message}", mine.at
+        from .status_file import is_live
         from .timeutil import to_iso
 
+        now = self.clock.now()
+        schedulers = [
+            {
+                "host": info.get("host"),
+                "pid": info.get("pid"),
+                "provider": info.get("provider"),
+                "heartbeat_at": info.get("heartbeat_at"),
+                "live": is_live(info, now),
+            }
+            for info in self.store.schedulers()
+        ]
+        beats = [str(s["heartbeat_at"]) for s in schedulers if s["heartbeat_at"]]
         states: Dict[str, int] = {}
         for job in snap.jobs:
             states[job["state"]] = states.get(job["state"], 0) + 1
@@ -471,7 +526,8 @@ class CronService:
             "provider": self.scheduler.name,
             "requested": self.scheduler.requested,
             "fallback_reason": self.scheduler.fallback_reason,
-            "heartbeat_at": disk.get("heartbeat_at"),
+            "store": self.store.describe(),
+            "heartbeat_at": max(beats) if beats else disk.get("heartbeat_at"),
             "last_error": last_error,
             "jobs": len(snap.jobs),
             "next_due": [{"id": job_id, "next_run_at": to_iso(at)} for job_id, at in upcoming],
@@ -481,6 +537,7 @@ class CronService:
             "quarantined": [
                 {"index": q.index, "id": q.job_id, "error": q.error} for q in snap.quarantined
             ],
+            "schedulers": schedulers,
             "running_process": self._running_process(disk),
             "home": str(self.paths.home),
         }

@@ -93,6 +93,31 @@ def write_heartbeat(
     return update_status(paths, **fields)
 
 
+def scheduler_info(
+    provider: str, now: datetime, started_at: Optional[datetime], *, stopped: bool = False
+) -> Dict[str, Any]:
+    """This process as ``Store.heartbeat`` records it."""
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "provider": provider,
+        "started_at": to_iso(started_at) if started_at else None,
+        "heartbeat_at": to_iso(now),
+        "stopped_at": to_iso(now) if stopped else None,
+    }
+
+
+def is_live(info: Dict[str, Any], now: datetime) -> bool:
+    """A heartbeat within three intervals and no clean stop."""
+    from .timeutil import parse_iso
+
+    try:
+        age = (now - parse_iso(info["heartbeat_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return False
+    return not info.get("stopped_at") and age < 3 * HEARTBEAT_INTERVAL
+
+
 def record_error(paths: HomePaths, message: str, *, now: datetime, source: str) -> bool:
     """Record ``message`` (one line) as the last error, with when and where it happened."""
     line = " ".join(str(message).split())
@@ -110,7 +135,9 @@ __all__ = [
     "HEARTBEAT_INTERVAL",
     "read_status",
     "record_error",
+    "is_live",
     "record_stopped",
+    "scheduler_info",
     "update_status",
     "write_heartbeat",
 ]

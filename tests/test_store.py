@@ -11,7 +11,7 @@ import pytest
 from helpers.contract import JOB_FIELDS
 from helpers.storekit import new_store, sched
 
-import hermes_cron.store as store_mod
+import hermes_cron.store.file as store_mod
 from hermes_cron.clock import FakeClock
 from hermes_cron.errors import JobNotFoundError, UsageError
 from hermes_cron.paths import HomePaths
@@ -108,7 +108,7 @@ def test_ids_are_unique_even_when_the_generator_collides(
 ) -> None:
     first = store.add(sched("every 1h", clock), command=["a"])
     sequence = iter([first["id"], first["id"], "freshid000"])
-    monkeypatch.setattr(store_mod, "_new_id", lambda: next(sequence))
+    monkeypatch.setattr(store_mod, "new_id", lambda: next(sequence))
     second = store.add(sched("every 1h", clock), command=["b"])
     assert second["id"] == "freshid000"
 

@@ -23,10 +23,12 @@ from hermes_cron.builtin_provider import run_due_once
 from hermes_cron.clock import FakeClock
 from hermes_cron.errors import UsageError
 from hermes_cron.paths import HomePaths
-from hermes_cron.runner import RunOutcome, write_output
+from hermes_cron.runner import RunOutcome, render_output
 from hermes_cron.schedules import parse_schedule
 from hermes_cron.service import CronService
-from hermes_cron.store import ID_RE, WON, Claim
+from hermes_cron.store import WON, Claim
+from hermes_cron.store.outputs import OutputFiles
+from hermes_cron.store.records import ID_RE
 from hermes_cron.timeutil import UTC, to_iso
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -109,11 +111,11 @@ def test_the_output_writer_keeps_any_id_inside_the_output_folder(job_id: str) ->
     with a_home() as root:
         home = root / "home"
         paths = HomePaths.at(home)
-        ctx = type("Ctx", (), {"paths": paths})()
+        outputs = OutputFiles(paths)
         claim = Claim(job_id, NOW, WON, "owner", job={"id": job_id, "name": job_id})
         outcome = RunOutcome(status="ok", output="out")
         try:
-            path = write_output(ctx, claim, outcome, NOW, NOW)  # type: ignore[arg-type]
+            path = Path(outputs.write(claim.job_id, NOW, render_output(claim, outcome, NOW, NOW)))
         except UsageError as exc:
             assert "\n" not in str(exc)
         else:

@@ -68,7 +68,7 @@ def test_finishes_that_arrive_together_share_writes(
 ) -> None:
     store = new_store(paths, clock)
     ids = _running_jobs(store, clock, WORKERS)
-    import hermes_cron.store as store_module
+    import hermes_cron.store.file as store_module
 
     writes: List[int] = []
     real = store_module.atomic_write

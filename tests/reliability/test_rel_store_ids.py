@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 from helpers.storekit import new_store, sched
 
-import hermes_cron.store as store_module
+import hermes_cron.store.file as store_module
 from hermes_cron.clock import FakeClock
 from hermes_cron.paths import HomePaths
 
@@ -25,7 +25,7 @@ def test_a_new_id_skips_ids_in_use_and_quarantined(
     assert [q.job_id for q in store.snapshot().quarantined] == ["quarantine1"]
 
     candidates: Iterator[str] = iter([existing, "quarantine1", existing, "freshid001"])
-    monkeypatch.setattr(store_module, "_new_id", lambda: next(candidates))
+    monkeypatch.setattr(store_module, "new_id", lambda: next(candidates))
     job = store.add(sched("every 2h", clock), command=["true"])
     assert job["id"] == "freshid001"
     assert store.snapshot().quarantined[0].record["schedule"] == "not a schedule"

@@ -1,0 +1,289 @@
+"""What a job record is: its fields, their checks, and the record as a backend holds it.
+
+Every backend validates with ``check_record``, so a record that is quarantined in
+``jobs.json`` is quarantined in PostgreSQL for the same reason, with the same words.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import string
+from datetime import datetime
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import attrs
+
+from ..errors import ScheduleError
+from ..schedules import Schedule
+from ..timeutil import parse_iso
+
+Job = Dict[str, Any]
+
+STATES = ("scheduled", "paused", "completed")
+LAST_STATUSES = ("ok", "error", "timeout", "skipped", "missed", "cancelled")
+FINISH_STATUSES = ("ok", "error", "timeout")
+
+#: What a job id may look like: URL-safe and unable to leave ``cron/output/``.
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Generated ids: this many characters from ``ID_ALPHABET``.
+ID_LENGTH = 10
+ID_ALPHABET = string.ascii_lowercase + string.digits
+#: A claim for a fire more than this many seconds in the future is refused ("not due yet").
+EARLY_TOLERANCE = 5.0
+#: Longest derived job name.
+NAME_MAX = 60
+
+#: Field order of a new record (readers rely on names, not order; this keeps files tidy).
+FIELDS: Tuple[str, ...] = (
+    "id",
+    "name",
+    "schedule",
+    "command",
+    "prompt",
+    "enabled",
+    "state",
+    "repeat",
+    "next_run_at",
+    "last_run_at",
+    "last_status",
+    "last_error",
+    "fire_claim",
+    "misfire_grace",
+    "timeout",
+    "created_at",
+    "updated_at",
+)
+#: Fields ``update()`` may change.
+UPDATABLE = (
+    "name",
+    "enabled",
+    "command",
+    "prompt",
+    "schedule",
+    "repeat",
+    "misfire_grace",
+    "timeout",
+)
+
+
+@attrs.frozen
+class Quarantined:
+    """A record kept aside because its fields are invalid."""
+
+    index: int
+    job_id: Optional[str]
+    error: str
+    record: Any
+
+
+@attrs.frozen
+class Snapshot:
+    jobs: List[Job]
+    quarantined: List[Quarantined]
+
+
+class Invalid(Exception):
+    """A record field is wrong; the message is one line and names the field."""
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
+
+
+def _time_field(record: Mapping[str, Any], key: str) -> Optional[datetime]:
+    value = record.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except (ValueError, TypeError) as exc:
+        raise Invalid(f"{key}: {exc}") from None
+
+
+def _number_field(record: Mapping[str, Any], key: str, *, positive: bool) -> None:
+    value = record.get(key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise Invalid(f"{key}: expected a number of seconds or null, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise Invalid(f"{key}: must be {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def check_record(value: Any) -> Tuple[Job, Schedule, Optional[datetime]]:
+    """Validate one record: returns ``(job, schedule, next_run)`` or raises ``Invalid``.
+
+    ``job`` is a copy of ``value`` with absent optional fields filled with their
+    defaults, so readers can index every documented field.
+    """
+    if not isinstance(value, dict):
+        raise Invalid(f"record is {type_name(value)}, expected an object")
+    job_id = value.get("id")
+    if not isinstance(job_id, str) or not ID_RE.match(job_id):
+        raise Invalid(f"id: {job_id!r} is not 1-64 characters of A-Z a-z 0-9 _ -")
+    try:
+        schedule = Schedule.from_record(value.get("schedule"))
+    except ScheduleError as exc:
+        raise Invalid(f"schedule: {exc}") from None
+    except Exception as exc:  # a hand-edited record may trip anything inside from_record
+        raise Invalid(f"schedule: {type(exc).__name__}: {exc}") from None
+    command = value.get("command")
+    prompt = value.get("prompt")
+    if command is not None and prompt is not None:
+        raise Invalid("has both command and prompt (exactly one is allowed)")
+    if command is None and prompt is None:
+        raise Invalid("needs a command or a prompt")
+    if command is not None and (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(a, str) for a in command)
+        or not command[0]
+    ):
+        raise Invalid(f"command: expected a non-empty list of strings, got {command!r}")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise Invalid(f"prompt: expected non-empty text, got {prompt!r}")
+    name = value.get("name")
+    if name is not None and not isinstance(name, str):
+        raise Invalid(f"name: expected text, got {name!r}")
+    # Undecodable bytes from the command line arrive as lone surrogates ("\udcff"):
+    # such text cannot be written to jobs.json as UTF-8, nor printed; refuse it here.
+    named = [("command", a) for a in command or ()] + [("prompt", prompt), ("name", name)]
+    for label, text in named:
+        if isinstance(text, str) and not is_text(text):
+            raise Invalid(f"{label}: {_undecodable(text)}")
+    enabled = value.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise Invalid(f"enabled: expected true or false, got {enabled!r}")
+    state = value.get("state", "scheduled")
+    if state not in STATES:
+        raise Invalid(f"state: {state!r} is not one of {', '.join(STATES)}")
+    repeat = value.get("repeat")
+    if repeat is None:
+        repeat = {"times": None, "completed": 0}
+    elif not isinstance(repeat, dict):
+        raise Invalid(f"repeat: expected an object, got {repeat!r}")
+    else:
+        times = repeat.get("times")
+        done = repeat.get("completed", 0)
+        if times is not None and (
+            isinstance(times, bool) or not isinstance(times, int) or times < 1
+        ):
+            raise Invalid(f"repeat.times: expected an integer >= 1 or null, got {times!r}")
+        if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+            raise Invalid(f"repeat.completed: expected an integer >= 0, got {done!r}")
+        repeat = {**repeat, "times": times, "completed": done}
+    next_run = _time_field(value, "next_run_at")
+    for key in ("last_run_at", "created_at", "updated_at"):
+        _time_field(value, key)
+    status = value.get("last_status")
+    if status is not None and status not in LAST_STATUSES:
+        raise Invalid(f"last_status: {status!r} is not one of {', '.join(LAST_STATUSES)}")
+    error = value.get("last_error")
+    if error is not None and not isinstance(error, str):
+        raise Invalid(f"last_error: expected text or null, got {error!r}")
+    claim = value.get("fire_claim")
+    if claim is not None:
+        if not isinstance(claim, dict):
+            raise Invalid(f"fire_claim: expected an object or null, got {claim!r}")
+        if not isinstance(claim.get("owner"), str):
+            raise Invalid("fire_claim.owner: expected text")
+        for key in ("fire_at", "claimed_at"):
+            if claim.get(key) is None:
+                raise Invalid(f"fire_claim.{key}: missing")
+            try:
+                parse_iso(claim[key])
+            except (ValueError, TypeError) as exc:
+                raise Invalid(f"fire_claim.{key}: {exc}") from None
+    _number_field(value, "misfire_grace", positive=False)
+    _number_field(value, "timeout", positive=True)
+    job = dict(value)
+    for key in FIELDS:
+        job.setdefault(key, None)
+    job["enabled"] = enabled
+    job["state"] = state
+    job["repeat"] = repeat
+    if job["name"] is None:
+        job["name"] = derive_name(command, prompt)
+    return job, schedule, next_run
+
+
+def is_text(text: str) -> bool:
+    """True when ``text`` can be written as UTF-8 (no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _undecodable(text: str) -> str:
+    shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    if len(shown) > 60:
+        shown = shown[:59] + "…"
+    return f"'{shown}' holds bytes that are not UTF-8 text"
+
+
+def derive_name(command: Optional[Sequence[str]], prompt: Optional[str]) -> str:
+    """A short display name: the command line, or the prompt's first line."""
+    if command:
+        text = " ".join(shlex.quote(a) for a in command)
+    else:
+        lines = (prompt or "").strip().splitlines()
+        text = lines[0] if lines else ""
+    text = " ".join(text.split())
+    return text if len(text) <= NAME_MAX else text[: NAME_MAX - 1] + "…"
+
+
+def copy_json(value: Any) -> Any:
+    """Deep copy of JSON-shaped data (much faster than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------
+# The parsed file
+
+
+def new_id() -> str:
+    """A fresh random job id (``ID_LENGTH`` characters of ``ID_ALPHABET``)."""
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+
+
+@attrs.frozen(eq=False)
+class Record:
+    """A valid job as a backend holds it: the record, its parsed schedule and next run.
+
+    Rules (``rules.py``) take and return these; a backend only reads and writes them.
+    """
+
+    job: Job
+    schedule: Schedule
+    next_run: Optional[datetime]
+
+    @classmethod
+    def check(cls, value: Any) -> Record:
+        """Validate ``value`` (raises ``Invalid``)."""
+        job, schedule, next_run = check_record(value)
+        return cls(job, schedule, next_run)
+
+    def with_job(self, job: Job) -> Record:
+        """The same schedule with a changed record (``job`` is a new dict, never one
+        handed out before); ``next_run`` follows ``job["next_run_at"]``."""
+        next_run = parse_iso(job["next_run_at"]) if job.get("next_run_at") else None
+        return Record(job, self.schedule, next_run)
