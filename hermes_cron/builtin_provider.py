@@ -69,8 +69,7 @@ import attrs
 
 from .config import cfg_get
 from .hookspec import hookimpl
-from .observers import observers_of
-from .runner import RunRecorder, RunResult, execute_claim, new_owner_token
+from .runner import RunRecorder, RunResult, execute_claim, new_owner_token, observers_of
 from .status_file import (
     HEARTBEAT_INTERVAL,
     record_error,

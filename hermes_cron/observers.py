@@ -23,7 +23,8 @@ waits for a plugin:
 one). The service calls ``close`` when it stops.
 
 The module also counts, for the metrics, the claim outcomes (``claimed``) and
-the runs in progress (``running``); it imports nothing heavy.
+the runs in progress (``running``). The runner reaches it through
+``runner.observers_of(ctx)``; ``ctx.observers`` is made on first use.
 """
 
 from __future__ import annotations
@@ -389,26 +390,4 @@ class Observers:
         return True
 
 
-class _NoObservers:
-    """What ``observers_of`` answers for a context without observers (a test double)."""
-
-    def submit(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def claimed(self, claims: Iterable[Any]) -> None:
-        pass
-
-    def running(self, delta: int) -> None:
-        pass
-
-
-_NONE = _NoObservers()
-
-
-def observers_of(ctx: Any) -> Any:
-    """``ctx.observers``, or an object that ignores everything when ``ctx`` has none."""
-    found = getattr(ctx, "observers", None)
-    return found if found is not None else _NONE
-
-
-__all__ = ["FLUSH_TIMEOUT", "HANG_AFTER", "QUEUE_LIMIT", "Observers", "RunReport", "observers_of"]
+__all__ = ["FLUSH_TIMEOUT", "HANG_AFTER", "QUEUE_LIMIT", "Observers", "RunReport"]

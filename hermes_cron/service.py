@@ -43,7 +43,6 @@ from .clock import Clock, SystemClock
 from .config import DEFAULTS, HOME_KEY, Config, cfg_get, load_config_or_defaults
 from .context import CronContext
 from .errors import UsageError
-from .observers import FLUSH_TIMEOUT
 from .paths import HomePaths, PathLike
 from .plugin_manager import BUILTIN_NAME, get_plugin_manager, register_plugin
 from .resolver import AVAILABILITY_TIMEOUT, ActiveScheduler, resolve_cron_scheduler
@@ -54,6 +53,8 @@ from .timeutil import get_zone, local_zone_name
 
 log = logging.getLogger("hermes_cron")
 
+#: Longest wait for queued run reports when the service stops (``observers.FLUSH_TIMEOUT``).
+OBSERVER_FLUSH_TIMEOUT = 5.0
 #: How many upcoming jobs ``status()`` lists.
 NEXT_DUE_COUNT = 5
 
@@ -143,7 +144,9 @@ class ServiceThread:
         for the ``run_finished`` observers get a bounded wait too."""
         self.stop_event.set()
         self.thread.join(timeout)
-        self.service.ctx.observers.flush(min(timeout or FLUSH_TIMEOUT, FLUSH_TIMEOUT))
+        if self.service.ctx.observers_started:
+            limit = OBSERVER_FLUSH_TIMEOUT
+            self.service.ctx.observers.flush(min(timeout or limit, limit))
         return self.result
 
     def __enter__(self) -> ServiceThread:
@@ -453,12 +456,14 @@ class CronService:
             self._metrics_server = self.metrics.serve(port)
         return self._metrics_server
 
-    def close(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+    def close(self, timeout: float = OBSERVER_FLUSH_TIMEOUT) -> bool:
         """Stop the metrics server and deliver queued run reports to the observers (at
         most ``timeout`` seconds); returns whether every report was delivered."""
         server, self._metrics_server = self._metrics_server, None
         if server is not None:
             server.close()
+        if not self.ctx.observers_started:
+            return True  # no row was recorded through this service
         return self.ctx.observers.close(timeout)
 
     def __enter__(self) -> CronService:
