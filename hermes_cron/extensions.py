@@ -79,7 +79,7 @@ def load_extensions(
             )
             continue
         record.registered = True
-        log.debug("extension %r (%s) registered", record.name, record.source)
+        log.info("extension %r (%s, %s) registered", record.name, record.source, record.path)
     return records
 
 

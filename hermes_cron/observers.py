@@ -39,6 +39,9 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Mapping, Optional
 import attrs
 
 log = logging.getLogger("hermes_cron.observers")
+#: Where ``HERMES_CRON_TRACE_PLUGINS=1`` logs hook calls: observers are called one by one,
+#: not through pluggy's hook call, so they say so themselves.
+trace_log = logging.getLogger("hermes_cron.plugins")
 
 #: Reports waiting for the observer thread, at most; beyond that they are dropped.
 QUEUE_LIMIT = 1000
@@ -365,6 +368,13 @@ class Observers:
                 "job": copy.deepcopy(job),
                 "result": attrs.evolve(report, row=dict(report.row)),
             }
+            if trace_log.isEnabledFor(logging.DEBUG):
+                trace_log.debug(
+                    "hook run_finished(job=%s, status=%s) -> [%s]",
+                    report.job_id,
+                    report.status,
+                    name,
+                )
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames if arg in kwargs})
             except BaseException as exc:  # even SystemExit: an observer never ends the thread

@@ -5,7 +5,9 @@ one is reported, never fatal; ``hermes-cron plugins`` lists every plugin."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List
@@ -288,3 +290,32 @@ def test_cli_plugins_lists_every_plugin(home: Path) -> None:
     text = run_cli(home, "plugins")
     assert text.returncode == 0, text.stderr
     assert "extension" in text.stdout and "disabled (cron.disabled_plugins)" in text.stdout
+
+
+def test_a_selected_provider_may_observe_runs(home: Path, clock: FakeClock) -> None:
+    code = textwrap.dedent(PROVIDER.format(name="watcher")) + (
+        "\nSEEN = []\n\n@hookimpl\ndef run_finished(result):\n    SEEN.append(result.status)\n"
+    )
+    write_user_plugin(home, "watcher", code)
+    write_config(home, {"cron": {"provider": "watcher"}})
+    service = service_on(home, clock)
+    assert service.provider_name == "watcher", service.scheduler.fallback_reason
+    job = service.add_job("every 1h", prompt="ok")
+    service.run_now(job["id"])
+    assert service.close()
+    assert service.scheduler.plugin.SEEN == ["ok"]
+
+
+def test_tracing_logs_each_observer_call(
+    home: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    notify(home)
+    service = service_on(home, clock)
+    job = service.add_job("every 1h", prompt="ok")
+    with caplog.at_level(logging.DEBUG, logger="hermes_cron.plugins"):
+        service.run_now(job["id"])
+        assert service.close()
+    assert any(
+        r.getMessage() == f"hook run_finished(job={job['id']}, status=ok) -> [notify]"
+        for r in caplog.records
+    )
