@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import attrs
 
@@ -15,6 +15,9 @@ from .paths import HomePaths
 from .runner import RunResult, run_one_job
 from .store import Store
 from .store.protocol import RunLog
+
+if TYPE_CHECKING:
+    from .observers import Observers
 
 
 @attrs.define(eq=False)
@@ -32,6 +35,9 @@ class CronContext:
     :ivar state: scratch space the active provider may keep between calls in this process.
     :ivar claim_listeners: callables ``(ctx, claim)`` that ``run_one_job`` calls right
         after each claim, before the run (Chronos arms the next one-shot there).
+    :ivar observers: delivers every written ledger row to the ``run_finished``
+        observers, off the scheduling path (``hermes_cron.observers``); made on first
+        use, so a command that records no run never imports it.
     :ivar cancel: None on the service's context. ``run_job`` gets a copy of the context
         for its run whose ``cancel`` is a ``threading.Event``, set when the run must stop
         (``overlap: replace``: a newer fire replaces it); a runner that honours it stops
@@ -48,7 +54,21 @@ class CronContext:
     provider_name: str = "builtin"
     state: Dict[str, Any] = attrs.field(factory=dict)
     claim_listeners: List[Callable[[CronContext, Any], None]] = attrs.field(factory=list)
+    _observers: Optional[Observers] = attrs.field(default=None, alias="observers")
     cancel: Optional[threading.Event] = None
+
+    @property
+    def observers(self) -> Observers:
+        if self._observers is None:
+            from .observers import Observers
+
+            self._observers = Observers(self)
+        return self._observers
+
+    @property
+    def observers_started(self) -> bool:
+        """True once ``observers`` was used (so there may be reports to flush)."""
+        return self._observers is not None
 
     @property
     def home(self) -> Path:
