@@ -26,6 +26,7 @@ DEFAULTS: Config = {
         "job_timeout": 600,
         "misfire_grace": 3600,
         "claim_ttl": 300,
+        "store": "",  # "" or "json": cron/jobs.json; a postgresql:// URL: PostgreSQL
         "chronos": {
             "portal_url": "",
             "callback_url": "",
