@@ -682,6 +682,7 @@ class PostgresStore(RuleStore):
                 answers.append(answer)
             if not changed:
                 return answers
+            wrote.append(True)
             fences = self._write(cur, locked, changed, now)
             won = []
             for n, answer in enumerate(answers):
@@ -693,8 +694,10 @@ class PostgresStore(RuleStore):
                 self._insert_running(cur, won, now)
             return answers
 
+        wrote: List[bool] = []
         result = self._run(body, write=True)
-        self._changed_here()
+        if wrote:
+            self._changed_here()
         return result
 
     def _insert_running(self, cur: psycopg.Cursor[Any], won: List[Claim], now: datetime) -> None:
@@ -798,11 +801,14 @@ class PostgresStore(RuleStore):
                     changed[job_id] = rec  # valid after all: back in service as it is
                 out.extend(claims)
             if changed:
+                wrote.append(True)
                 self._write(cur, locked, changed, now)
             return out
 
+        wrote: List[bool] = []
         result = self._run(body, write=True)
-        self._changed_here()
+        if wrote:
+            self._changed_here()
         return result
 
     def _insert(self, make: Callable[[str, datetime], Record]) -> Job:
@@ -913,7 +919,8 @@ class PostgresStore(RuleStore):
             return done, kept
 
         result = self._run(body, write=True)
-        self._changed_here()
+        if result[0]:
+            self._changed_here()
         return result
 
     # -- processes using the store ----------------------------------------------------------
@@ -973,7 +980,13 @@ class PostgresStore(RuleStore):
             listener, self._listener = self._listener, None
             pool, self._pool = self._pool, None
         if listener is not None:
-            listener.stop()
+
+            def wake() -> None:
+                assert pool is not None
+                with pool.connection(timeout=1.0) as conn:
+                    conn.execute(Q["notify"], {"payload": ""})
+
+            listener.stop(wake if pool is not None and not self._down else None)
         if pool is not None:
             pool.close()
 
@@ -990,8 +1003,14 @@ class _Listener(threading.Thread):
         self.live_event = threading.Event()
         self._halt = threading.Event()
 
-    def stop(self) -> None:
+    def stop(self, wake: Optional[Callable[[], None]] = None) -> None:
+        """Stop listening; ``wake`` (a NOTIFY) ends the current wait at once."""
         self._halt.set()
+        if wake is not None and self.live:
+            try:
+                wake()
+            except Exception:  # the thread still stops within LISTEN_POLL
+                pass
         self.join(LISTEN_POLL * 4 + 1)
 
     def run(self) -> None:
@@ -1036,6 +1055,8 @@ class _Listener(threading.Thread):
         quiet_since = time.monotonic()
         while not self._halt.is_set():
             for note in conn.notifies(timeout=LISTEN_POLL):
+                if self._halt.is_set():
+                    return
                 quiet_since = time.monotonic()
                 if note.pid in self.store._own_pids:
                     continue  # this process's own write: it knows already
