@@ -304,3 +304,20 @@ def test_racing_threads_claim_a_fire_exactly_once(
         t.join(60)
     assert sorted(outcomes) == [LOST] * (len(stores) - 1) + [WON]
     assert setup.get(job["id"])["fire_claim"]["owner"].startswith("t")
+
+
+def test_an_overlap_skip_claimed_ahead_of_time_moves_past_that_fire(
+    store: Any, clock: FakeClock
+) -> None:
+    """The loop claims up to a quarter second early: skipping that fire must not leave
+    it pending, or every wake before it is due would skip (and record) it again."""
+    job = store.add(sched("every 1m", clock), command=["a"])
+    first = fire_time(store, job["id"])
+    clock.set(first)
+    assert store.claim(job["id"], first, "slow").won
+    second = fire_time(store, job["id"])
+    clock.set(second - timedelta(seconds=0.2))
+    skipped = store.claim(job["id"], second, "early")
+    assert skipped.outcome == SKIPPED
+    assert fire_time(store, job["id"]) == second + timedelta(minutes=1)
+    assert store.claim(job["id"], second, "again").outcome == LOST

@@ -112,7 +112,7 @@ LEDGER_PRUNE_EVERY = 100
 SCHEDULERS_SEEN = 600.0
 #: The listener's reconnect backoff (seconds), and how long it waits for notifications
 #: between checks of its stop flag.
-LISTEN_BACKOFF = (0.5, 5.0)
+LISTEN_BACKOFF = (0.5, 2.0)
 LISTEN_POLL = 0.5
 #: Seconds of silence after which the listener checks that its connection is alive.
 LISTEN_PING = 5.0
