@@ -50,6 +50,13 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
 
 
+@pytest.fixture(autouse=True)
+def _default_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``HERMES_CRON_STORE`` in the developer's shell must not redirect the tests (the
+    PostgreSQL tests set their own)."""
+    monkeypatch.delenv("HERMES_CRON_STORE", raising=False)
+
+
 @pytest.fixture
 def no_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Block every socket, loopback included (for ``is_available``, which must stay offline)."""
