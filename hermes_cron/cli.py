@@ -84,10 +84,16 @@ def _shorten(text: Any, limit: int) -> str:
 # Commands
 
 
+#: Commands that run jobs or write ledger rows, so the extension plugins (``run_job``,
+#: ``run_finished``) must be registered. The others never call those hooks and skip
+#: importing every plugin (start-up time).
+RUNNING_COMMANDS = frozenset({"run", "tick", "daemon", "serve", "plugins"})
+
+
 def _service(args: argparse.Namespace) -> Any:
     from .service import CronService
 
-    return CronService.from_home(args.home)
+    return CronService.from_home(args.home, extensions=args.command in RUNNING_COMMANDS)
 
 
 def _quarantine_warnings(service: Any, snap: Any) -> None:
@@ -152,6 +158,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule_line(schedule: Dict[str, Any]) -> str:
+    """``every monday 9am = 0 9 * * 1 (cron, UTC)``: when the words are not the cron
+    expression itself (plain English, an alias), the expression that runs is shown too."""
+    text, kind, expr = schedule.get("text"), schedule.get("kind"), schedule.get("expr")
+    words = str(text)
+    if kind == "cron" and expr and " ".join(words.split()) != expr:
+        words += f" = {expr}"
+    return f"{words} ({kind}, {schedule.get('tz')})"
+
+
 def _show_job(job: Dict[str, Any], zone: str) -> None:
     schedule = job.get("schedule") or {}
     repeat = job.get("repeat") or {}
@@ -159,7 +175,7 @@ def _show_job(job: Dict[str, Any], zone: str) -> None:
     lines = [
         ("id", job["id"]),
         ("name", job.get("name")),
-        ("schedule", f"{schedule.get('text')} ({schedule.get('kind')}, {schedule.get('tz')})"),
+        ("schedule", _schedule_line(schedule)),
         ("command", " ".join(job["command"]) if job.get("command") else None),
         ("prompt", job.get("prompt")),
         ("state", job["state"] if job.get("enabled", True) else f"{job['state']} (disabled)"),
@@ -216,7 +232,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
     service = _service(args)
-    result = service.run_now(args.id)
+    try:
+        result = service.run_now(args.id)
+    finally:
+        service.close()  # the observers get the run's report before we exit (bounded)
     if args.json:
         _print_json(attrs.asdict(result))
     else:
@@ -227,6 +246,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         if result.output_path:
             sys.stdout.write(f"output: {result.output_path}\n")
     return 0 if result.status == "ok" else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    row, text = _service(args).run_output(args.id, args.fire_at)
+    if args.json:
+        _print_json({**row, "text": text})
+    else:
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -313,7 +341,7 @@ def cmd_next(args: argparse.Namespace) -> int:
     if not local:
         sys.stdout.write("never fires after " + after.isoformat() + "\n")
         return 0
-    sys.stdout.write(f"schedule: {schedule.text} ({schedule.kind}, {schedule.tz})\n")
+    sys.stdout.write(f"schedule: {_schedule_line(schedule.to_record())}\n")
     for t in local:
         sys.stdout.write(f"  {t.strftime('%a %Y-%m-%d %H:%M:%S %Z')}  {t.isoformat()}\n")
     return 0
@@ -341,9 +369,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
     log.info("daemon: provider %s, home %s", service.provider_name, service.home)
     try:
+        try:
+            service.start_metrics_server()
+        except HermesCronError as exc:
+            # Metrics are for watching the scheduler: never a reason not to schedule.
+            log.error("%s; running without metrics", exc)
         result = service.start(stop)
     finally:
         _restore_handlers(installed)
+        service.close()
     if service.provider_name != "builtin":
         # An external provider armed its triggers and returned: say what it did.
         _print_summary(result, args.json)
@@ -376,7 +410,10 @@ def _restore_handlers(previous: Dict[int, Any]) -> None:
 
 def cmd_tick(args: argparse.Namespace) -> int:
     service = _service(args)
-    summary = service.tick()
+    try:
+        summary = service.tick()
+    finally:
+        service.close()
     if args.json:
         _print_json(summary)
         return 0
@@ -422,6 +459,37 @@ def cmd_providers(args: argparse.Namespace) -> int:
     _table(table, ["  NAME", "SOURCE", "AVAILABLE", "NOTE", "PATH"])
     if service.scheduler.fallback_reason:
         sys.stdout.write(f"\nfallback: {service.scheduler.fallback_reason}\n")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    service = _service(args)
+    rows = service.plugins()
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        sys.stdout.write("no plugins found\n")
+        return 0
+    table = []
+    for row in rows:
+        if row["disabled"]:
+            note = "disabled (cron.disabled_plugins)"
+        elif row["shadowed_by"]:
+            note = f"shadowed by {row['shadowed_by']}"
+        else:
+            note = row["error"] or ("active" if row["active"] else "")
+        table.append(
+            [
+                row["name"],
+                row["kind"] or "-",
+                row["source"],
+                "yes" if row["loaded"] else "no",
+                _shorten(note, 60),
+                str(row["path"] or "-"),
+            ]
+        )
+    _table(table, ["NAME", "KIND", "SOURCE", "LOADED", "NOTE", "PATH"])
     return 0
 
 
@@ -581,6 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", nargs="?", help="only this job's runs")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="at most N rows (default 20)")
 
+    p = command("logs", cmd_logs, "print the output of a job's latest run (or of one run)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--fire-at", metavar="TIME", help="the run for this fire time (ISO 8601)")
+
     p = command("next", cmd_next, "preview fire times of a schedule")
     p.add_argument("schedule", nargs="+", metavar="SCHEDULE")
     p.add_argument("--count", type=int, default=5, metavar="N", help="how many (default 5)")
@@ -595,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     command("providers", cmd_providers, "every discovered provider and which one is active")
+    command(
+        "plugins", cmd_plugins, "every discovered plugin (provider or extension), and if it loaded"
+    )
     command("status", cmd_status, "active provider, heartbeat, last error, next due jobs")
 
     p = command("store", _store_usage, "export, import or initialise the job store")

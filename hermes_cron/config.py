@@ -26,7 +26,13 @@ DEFAULTS: Config = {
         "job_timeout": 600,
         "misfire_grace": 3600,
         "claim_ttl": 300,
-        "store": "",  # "" or "json": cron/jobs.json; a postgresql:// URL: PostgreSQL
+        "store": "",  # empty or json: cron/jobs.json; a postgresql:// URL: PostgreSQL
+        "output_retention": 50,
+        "output_max_bytes": 1048576,
+        "ledger_max_bytes": 67108864,
+        "metrics_port": 0,  # 0: the daemon serves no metrics
+        "metrics_job_labels": False,
+        "disabled_plugins": [],
         "chronos": {
             "portal_url": "",
             "callback_url": "",

@@ -5,7 +5,10 @@ Row: ``{job_id, fire_at, provider, started_at, finished_at, status, output, erro
 ``output`` is the path of the output file (null for skips and misses).
 
 Each row is one ``os.write`` on a file opened with ``O_APPEND``, so rows from
-concurrent processes never interleave. A line torn by a crash is skipped when
+concurrent processes never interleave. When the file passes ``max_bytes`` it is
+renamed to ``cron/runs.1.jsonl`` (replacing the previous one) under a small lock,
+so disk use stays bounded; ``read`` reads both. A writer that still holds the old
+file open finishes its row there, where ``read`` finds it. A line torn by a crash is skipped when
 reading, and the next append starts on a fresh line so it cannot glue itself
 onto the torn one.
 """
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any, Dict, Generator, List, Optional
 
-from .errors import StoreError
+from .errors import LockTimeoutError, StoreError
+from .lock import FileLock
 from .paths import HomePaths
 
 Row = Dict[str, Any]
@@ -28,9 +33,12 @@ _BLOCK = 64 * 1024
 class RunLedger:
     """Append-only record of every run, skip and miss."""
 
-    def __init__(self, paths: HomePaths) -> None:
+    def __init__(self, paths: HomePaths, *, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.paths = paths
         self.path = paths.runs
+        #: The rotated ledger: the rows before the current file's.
+        self.rotated = paths.runs.with_name("runs.1.jsonl")
+        self.max_bytes = int(max_bytes)
 
     def append(self, row: Dict[str, Any]) -> None:
         """Append one row (a single O_APPEND write, so concurrent processes never interleave).
@@ -53,10 +61,25 @@ class RunLedger:
                     # Only a full disk or a signal does this; finish the row rather than
                     # leave it torn (a torn row is skipped by readers anyway).
                     os.write(fd, data[written:])
+                full = size + len(data) > self.max_bytes
             finally:
                 os.close(fd)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot append a run record: {exc}") from None
+        if full:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        """Rename the full ledger to ``runs.1.jsonl``. Under a lock, and only if the file
+        is still full, so two writers that both saw it full rotate it once, never
+        pushing a fresh file over the rotated rows."""
+        try:
+            with FileLock(self.path.with_name(".runs.lock"), timeout=5.0):
+                if os.stat(self.path).st_size > self.max_bytes:
+                    os.replace(self.path, self.rotated)
+        except (OSError, LockTimeoutError):
+            # The row is written; a missed rotation is retried by the next append.
+            pass
 
     def read(
         self, job_id: Optional[str] = None, limit: Optional[int] = None
@@ -69,29 +92,51 @@ class RunLedger:
         if limit is not None and limit <= 0:
             return []
         rows: List[Row] = []
-        lines = self._lines_backwards()
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except ValueError:
+        # Both files opened before either is read, the current one first: a rotation in
+        # between makes both name the same file (read once, by inode), never none.
+        fds = [self._open(path) for path in (self.path, self.rotated)]
+        try:
+            inodes = [os.fstat(fd).st_ino if fd is not None else None for fd in fds]
+        except OSError as exc:
+            for fd in fds:
+                if fd is not None:
+                    os.close(fd)
+            raise StoreError(f"{self.path}: cannot read the run ledger: {exc}") from None
+        if fds[1] is not None and inodes[0] == inodes[1]:
+            os.close(fds[1])
+            fds[1] = None
+        for fd in fds:
+            if fd is None:
                 continue
-            if not isinstance(row, dict):
-                continue
-            if job_id is not None and row.get("job_id") != job_id:
-                continue
-            rows.append(row)
             if limit is not None and len(rows) >= limit:
-                break
-        lines.close()  # release the file at once when stopping early
+                os.close(fd)
+                continue
+            lines = self._lines_backwards(fd)
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(row, dict):
+                    continue
+                if job_id is not None and row.get("job_id") != job_id:
+                    continue
+                rows.append(row)
+                if limit is not None and len(rows) >= limit:
+                    break
+            lines.close()  # release the file at once when stopping early
         return rows
 
-    def _lines_backwards(self) -> Generator[bytes, None, None]:
+    def _open(self, path: Path) -> Optional[int]:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return
+            return None
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot read the run ledger: {exc}") from None
+            raise StoreError(f"{path}: cannot read the run ledger: {exc}") from None
+
+    def _lines_backwards(self, fd: int) -> Generator[bytes, None, None]:
+        """The file's non-empty lines, last first; closes ``fd`` when done or closed."""
         try:
             pos = os.fstat(fd).st_size
             tail = b""

@@ -16,6 +16,12 @@ Kinds:
   ``every 90 seconds``, and sums such as ``every 1h30m``); at least 1 second.
   Fixed-rate and anchored: fire times are ``anchor + k * seconds`` for k >= 1, where
   ``anchor`` is ``now`` at parse time, whatever the runs did (no drift).
+* plain English (``hermes_cron.english``): recurring forms (``every monday 9am``,
+  ``weekdays at 9am``, ``hourly at :15``, ``monthly on the last day at 18:00``) are
+  ``cron`` schedules whose ``expr`` is the expression they stand for and whose
+  ``text`` is the words; day forms (``today at 5pm``, ``tomorrow at 9am``, ``[next]
+  friday at 5pm``) are ``once`` schedules at the next such wall time in the zone
+  (today included while the time is still ahead), resolved like a naive ISO time.
 * ``once``: a delay ``+90s``, ``90s``, ``30m``, ``2h``, ``1d`` (same units as
   intervals) relative to ``now``, or an ISO 8601 time (``2026-05-01T09:00``,
   ``2026-05-01 09:00``, ``...+02:00``, ``...Z``). A naive time is wall time in the
@@ -42,6 +48,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 import attrs
 from cronsim import CronSim, CronSimError
 
+from . import english
 from .errors import ScheduleError
 from .timeutil import UTC, get_zone, parse_iso, to_iso
 
@@ -67,7 +74,8 @@ MAX_SECONDS = 100 * 366 * 86400
 _FIELD_HELP = "minute hour day-of-month month day-of-week"
 _FORMS_HELP = (
     "expected a cron expression ('*/5 * * * *'), an alias (@daily), an interval "
-    "('every 30m'), a delay ('+90s') or an ISO 8601 time ('2026-05-01T09:00')"
+    "('every 30m'), a delay ('+90s'), an ISO 8601 time ('2026-05-01T09:00') "
+    f"or {english.FORMS_HELP}"
 )
 
 # Zone names that are plain UTC: cronsim evaluates ``timezone.utc`` on its fast path.
@@ -478,8 +486,14 @@ def _cron_spec(expr: str, tz: str) -> _CronSpec:
 
 @functools.lru_cache(maxsize=65536)
 def _cron_expr_for(text: str) -> str:
-    """The 5-field expression for a cron text (an alias or fields), validated."""
+    """The 5-field expression for a cron text (an alias, fields or plain English),
+    validated."""
     q = _q(text)
+    if english.claims(text):
+        parsed = _english(text)
+        if not isinstance(parsed, english.Recurring):
+            raise ScheduleError(f"{q}: a one-time day form, not a recurring schedule")
+        return _check_cron(parsed.expr, q)
     if text.startswith("@"):
         word = text.lower()
         if word == "@reboot":
@@ -600,15 +614,64 @@ def _parse_time(text: str, zone: tzinfo) -> Optional[datetime]:
         raise ScheduleError(f"{_q(text)}: the time is out of range") from None
 
 
+def _strip_in(text: str) -> str:
+    """``in 30m`` → ``30m`` (a relative one-shot said the way people say it)."""
+    return text[3:].strip() if text[:3].lower() == "in " else text
+
+
 def _once_text_ok(text: str) -> bool:
-    """Whether ``text`` has the shape of a one-shot (a delay or an ISO time)."""
-    body = text[1:] if text.startswith("+") else text
+    """Whether ``text`` has the shape of a one-shot (a delay, an ISO time or a day form
+    such as ``friday at 5pm``)."""
+    body = text[1:] if text.startswith("+") else _strip_in(text)
     if _duration_seconds(body.strip()) is not None:
         return True
+    if english.claims(text):
+        try:
+            return isinstance(_english(text), english.DayForm)
+        except ScheduleError:
+            return False
     try:
         return _parse_time(text, UTC) is not None
     except ScheduleError:
         return False
+
+
+# -------------------------------------------------------------------- plain English
+
+
+def _english(text: str) -> english.Parsed:
+    """``english.parse``, with the list of forms added when the text stops short."""
+    try:
+        return english.parse(text)
+    except english.Incomplete as exc:
+        raise ScheduleError(f"{exc}; {_FORMS_HELP}") from None
+
+
+def _day_form_at(form: english.DayForm, zone: tzinfo, now: datetime, q: str) -> datetime:
+    """The first instant after ``now`` at which the day form's wall time comes, on the
+    day it names (today while the time is still ahead, else the next such day).
+
+    The wall time is resolved like a naive ISO one-shot (and a cron time): in a
+    spring-forward gap it means the jump, in a repeated hour the first pass.
+    """
+    try:
+        today = now.astimezone(zone).date()
+        if form.day == "tomorrow":
+            day = today + timedelta(days=1)
+        elif form.day == "today":
+            day = today
+        else:
+            # date.weekday() counts from Monday = 0; cron's numbers from Sunday = 0.
+            day = today + timedelta(days=(int(form.day) - 1 - today.weekday()) % 7)
+        step = timedelta(days=7 if isinstance(form.day, int) else 1)
+        while True:  # at most twice: a day's wall time is never two steps behind ``now``
+            wall = datetime(day.year, day.month, day.day, form.hour, form.minute)
+            at = _resolve_wall(wall, zone)
+            if at > now:
+                return at
+            day += step
+    except OverflowError:
+        raise ScheduleError(f"{q}: the time is out of range") from None
 
 
 # ------------------------------------------------------------------------- schedule
@@ -848,14 +911,30 @@ def parse_schedule(text: str, *, tz: Optional[str] = None, now: datetime) -> Sch
     if stripped.startswith("@"):
         return Schedule(kind="cron", text=stripped, tz=zone_name, expr=_cron_expr_for(stripped))
 
+    if english.claims(stripped):
+        parsed = _english(stripped)
+        if isinstance(parsed, english.DayForm):
+            return Schedule(
+                kind="once", text=stripped, tz=zone_name, at=_day_form_at(parsed, zone, now_utc, q)
+            )
+        return _firing(
+            Schedule(kind="cron", text=stripped, tz=zone_name, expr=_check_cron(parsed.expr, q)),
+            now_utc,
+        )
+
     if lower.startswith("every") and (len(lower) == 5 or not lower[5].isalpha()):
         seconds = _interval_seconds(stripped)
         return Schedule(
             kind="interval", text=stripped, tz=zone_name, seconds=seconds, anchor=now_utc
         )
 
-    if stripped[0] in "+-" or stripped[0].isdigit():
-        body = stripped[1:].strip() if stripped[0] in "+-" else stripped
+    if lower.startswith("in ") and _duration_seconds(_strip_in(stripped)) is None:
+        raise ScheduleError(f"{q}: bad delay; expected e.g. in 30m, in 2 hours, in 1h30m")
+    if stripped[0] in "+-" or stripped[0].isdigit() or lower.startswith("in "):
+        if lower.startswith("in "):
+            body = _strip_in(stripped)
+        else:
+            body = stripped[1:].strip() if stripped[0] in "+-" else stripped
         delay = _duration_seconds(body)
         if delay is not None or stripped[0] in "+-":
             if stripped[0] == "-":

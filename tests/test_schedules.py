@@ -162,6 +162,9 @@ class TestOnceForms:
             ("+1h30m", 5400),
             ("+ 45 minutes", 2700),
             ("10 seconds", 10),
+            ("in 30m", 1800),
+            ("in 2 hours", 7200),
+            ("In 1h30m", 5400),
         ],
     )
     def test_relative(self, text: str, delay: int) -> None:
@@ -307,6 +310,7 @@ class TestOnceForms:
         ("+0s", "'+0s': a delay must be at least 1 second"),
         ("-5m", "'-5m': a delay cannot be negative; use e.g. +90s"),
         ("+soon", "'+soon': bad delay; expected e.g. +90s, +30m, +2h, +1d"),
+        ("in a while", "'in a while': bad delay; expected e.g. in 30m, in 2 hours, in 1h30m"),
         ("2020-01-01T00:00", "'2020-01-01T00:00': 2020-01-01T00:00:00+00:00 is in the past"),
         ("2026-13-01", "'2026-13-01': not a valid ISO 8601 time (month must be in 1..12)"),
         (
@@ -320,7 +324,7 @@ def test_error_messages(text: str, message: str) -> None:
     assert error_of(text) == message
 
 
-@pytest.mark.parametrize("text", ["hello world", "tomorrow", "90", "in 5 minutes", "*", "   "])
+@pytest.mark.parametrize("text", ["hello world", "tomorrow", "90", "whenever", "*", "   "])
 def test_garbage_says_what_is_expected(text: str) -> None:
     message = error_of(text)
     assert message.startswith(f"'{text.strip()}': ") or message.startswith("'   ': empty schedule")

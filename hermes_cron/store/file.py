@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 import attrs
 
 from ..clock import Clock
-from ..config import Config
+from ..config import Config, cfg_get
 from ..errors import (
     JobNotFoundError,
     LockTimeoutError,
@@ -384,6 +384,8 @@ class JobStore(RuleStore):
         claim_ttl: float = 300.0,
         misfire_grace: float = 3600.0,
         lock_timeout: float = 10.0,
+        output_retention: int = 50,
+        ledger_max_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.paths = paths
         self.path = paths.jobs
@@ -391,8 +393,8 @@ class JobStore(RuleStore):
         self.default_tz = default_tz
         self.policy = Policy(claim_ttl=float(claim_ttl), misfire_grace=float(misfire_grace))
         #: The run ledger and the run outputs of this store.
-        self.runs = RunLedger(paths)
-        self.outputs = OutputFiles(paths)
+        self.runs = RunLedger(paths, max_bytes=ledger_max_bytes)
+        self.outputs = OutputFiles(paths, retention=output_retention)
         self.lock_timeout = float(lock_timeout)
         self._lock = FileLock(paths.jobs_lock, timeout=lock_timeout)
         self._cache = _State(None, None, [], [])
@@ -420,6 +422,8 @@ class JobStore(RuleStore):
             claim_ttl=policy.claim_ttl,
             misfire_grace=policy.misfire_grace,
             lock_timeout=lock_timeout,
+            output_retention=int(cfg_get(config, "cron", "output_retention", default=50)),
+            ledger_max_bytes=int(cfg_get(config, "cron", "ledger_max_bytes", default=1 << 26)),
         )
 
     # -- loading ------------------------------------------------------------

@@ -1,10 +1,16 @@
-"""Run outputs of the file store: ``cron/output/<job_id>/<UTC start>.md``."""
+"""Run outputs of the file store: ``cron/output/<job_id>/<UTC start>.md``.
+
+A job keeps its newest ``retention`` outputs: writing one deletes the oldest beyond
+that, in the same step, so disk use is bounded without a sweep that could race a
+reader of a recent output.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from datetime import datetime
+from pathlib import Path
 
 from ..errors import StoreError, UsageError
 from ..paths import HomePaths
@@ -16,8 +22,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 class OutputFiles:
     """One file per run, created exclusively, mode 0600."""
 
-    def __init__(self, paths: HomePaths) -> None:
+    def __init__(self, paths: HomePaths, *, retention: int = 50) -> None:
         self.paths = paths
+        self.retention = max(1, int(retention))
 
     def write(self, job_id: str, started: datetime, text: str) -> str:
         """Write a run's output and return where it is (the file's path).
@@ -45,8 +52,21 @@ class OutputFiles:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
+            self._prune(folder)
             return str(path)
         raise UsageError(f"{folder}: too many output files named {stamp}")
+
+    def _prune(self, folder: Path) -> None:
+        """Delete the oldest outputs beyond ``retention`` (names sort by start time)."""
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".md"))
+        except OSError:
+            return
+        for name in names[: max(0, len(names) - self.retention)]:
+            try:
+                os.unlink(folder / name)
+            except OSError:
+                pass  # another process pruned it first
 
     def read(self, ref: str) -> str:
         """The text of the output ``write`` stored at ``ref``."""

@@ -100,9 +100,8 @@ SCHEMA_VERSION = 1
 CHANNEL = "hermes_cron"
 #: Rows locked by one transaction at most (a larger batch is cut into several).
 BATCH = 200
-#: Run outputs kept per job, and the longest one, unless configured.
+#: Run outputs kept per job unless configured (``cron.output_retention``).
 OUTPUT_RETENTION = 50
-OUTPUT_MAX_BYTES = 1048576
 #: The ledger keeps about ``cron.ledger_max_bytes / LEDGER_ROW_BYTES`` rows in all.
 LEDGER_MAX_BYTES = 67108864
 LEDGER_ROW_BYTES = 512
@@ -258,7 +257,6 @@ class PostgresStore(RuleStore):
         claim_ttl: float = 300.0,
         misfire_grace: float = 3600.0,
         output_retention: int = OUTPUT_RETENTION,
-        output_max_bytes: int = OUTPUT_MAX_BYTES,
         ledger_max_bytes: int = LEDGER_MAX_BYTES,
         now_from: str = "database",
         connect_timeout: float = 5.0,
@@ -274,7 +272,6 @@ class PostgresStore(RuleStore):
         self.now_from = now_from
         self.connect_timeout = float(connect_timeout)
         self.output_retention = max(1, int(output_retention))
-        self.output_max_bytes = max(1024, int(output_max_bytes))
         self.ledger_rows = max(1000, int(ledger_max_bytes) // LEDGER_ROW_BYTES)
         self._pool_size = pool_size
         self._pool: Optional[ConnectionPool] = None
@@ -319,7 +316,6 @@ class PostgresStore(RuleStore):
             claim_ttl=policy.claim_ttl,
             misfire_grace=policy.misfire_grace,
             output_retention=number("output_retention", OUTPUT_RETENTION),
-            output_max_bytes=number("output_max_bytes", OUTPUT_MAX_BYTES),
             ledger_max_bytes=number("ledger_max_bytes", LEDGER_MAX_BYTES),
             **kwargs,
         )
@@ -1115,10 +1111,10 @@ class PgOutputs:
         self.store = store
 
     def write(self, job_id: str, started: datetime, text: str) -> str:
-        """Keep a run's output (cut at ``cron.output_max_bytes``, with a marker line);
-        the job's outputs beyond ``cron.output_retention`` are deleted in the same
+        """Keep a run's output (the runner has cut it at ``cron.output_max_bytes``); the
+        job's outputs beyond ``cron.output_retention`` are deleted in the same
         transaction."""
-        body = cut_output(text.replace("\x00", "\ufffd"), self.store.output_max_bytes)
+        body = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
         keep = self.store.output_retention
 
         def write(cur: psycopg.Cursor[Any]) -> int:
@@ -1141,13 +1137,4 @@ class PgOutputs:
         return str(rows[0][0])
 
 
-def cut_output(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` bytes of UTF-8, with a marker line saying so."""
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    head = data[:limit].decode("utf-8", "ignore")
-    return head + f"\n[hermes-cron: output cut at {limit} bytes of {len(data)}]\n"
-
-
-__all__ = ["SCHEMA_VERSION", "PgOutputs", "PgRunLog", "PostgresStore", "cut_output", "redact"]
+__all__ = ["SCHEMA_VERSION", "PgOutputs", "PgRunLog", "PostgresStore", "redact"]

@@ -183,7 +183,7 @@ class PgCluster:
         if isinstance(item, BaseException):
             # The thread could not make one (a restart in the way?): make it here.
             return self.url(self._create())
-        return self.url(item)
+        return self.url(str(item))
 
     def _make_ahead(self) -> None:
         assert self._ahead is not None
