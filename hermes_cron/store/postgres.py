@@ -518,7 +518,12 @@ class PostgresStore(RuleStore):
         """Every valid job and every quarantined row (shared objects: read-only)."""
         jobs: List[Job] = []
         quarantined: List[Quarantined] = []
-        for index, (job_id, text, _why) in enumerate(self._read("all_jobs")):
+        rows = self._read("all_jobs")
+        if len(self._entries) > 2 * len(rows) + 100:
+            # Forget the checked records of rows that are gone (removed jobs).
+            keep = {row[0] for row in rows}
+            self._entries = {k: v for k, v in self._entries.items() if k in keep}
+        for index, (job_id, text, _why) in enumerate(rows):
             entry = self._entry(job_id, text)
             if entry.record is not None:
                 jobs.append(entry.record.job)
