@@ -3,9 +3,9 @@
 For each size N (jobs already in the store) and each store:
 
 * ``fire``: what one fire costs the store, in fires/s, one fire at a time. Ours:
-  ``claim`` of a due job plus ``finish_run`` (the claim advances ``next_run_at``; on PostgreSQL it also writes
-  the fire's ledger row). APScheduler's: ``lookup_job`` plus ``update_job`` with the
-  next run time, what its scheduler does for each due job;
+  ``claim`` of a due job plus ``finish_run`` (the claim advances ``next_run_at``; on
+  PostgreSQL it also writes the fire's ledger row). APScheduler's: ``lookup_job``
+  plus ``update_job`` with the next run time, what its scheduler does per due job;
 * ``fire batched``: ours as the built-in loop fires under load: 25 due fires in one
   ``claim_many`` and their ends in one ``finish_runs``;
 * ``add``: one job added to a store holding N, in adds/s;
