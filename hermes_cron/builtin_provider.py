@@ -55,6 +55,7 @@ next catch-up records it as interrupted.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -63,7 +64,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import attrs
 
@@ -301,6 +302,8 @@ class BuiltinLoop:
         self._last_heartbeat = float("-inf")
         self._last_reconcile = float("-inf")
         self._started_at: Optional[datetime] = None
+        #: Durations (s) of the last claim writes, for the claim lead (``_lead``).
+        self._claim_times: Deque[float] = collections.deque(maxlen=8)
         self.workers = _Workers(_max_workers(ctx), self._execute)
         #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
         #: so a worker is free for the next due job as soon as its job has run.
@@ -366,14 +369,18 @@ class BuiltinLoop:
             self.catch_up()
         store, clock = self.ctx.store, self.ctx.clock
         now = clock.now()
-        # Claim when the earliest unclaimed fire is within PRECLAIM_LEAD, and then every
-        # fire due within PRECLAIM, so claims are written in batches, not one per wake.
-        due = store.due(now + timedelta(seconds=PRECLAIM_LEAD))
+        # Claim when the earliest unclaimed fire is within the lead, and then every fire
+        # due within PRECLAIM past it, so claims are written in batches, not one per wake.
+        lead = self._lead()
+        due = store.due(now + timedelta(seconds=lead))
         if due:
-            due = store.due(now + timedelta(seconds=PRECLAIM))
+            due = store.due(now + timedelta(seconds=lead - PRECLAIM_LEAD + PRECLAIM))
         progressed = False
         if due:
-            for claim in store.claim_many(due, new_owner_token()):
+            began = time.monotonic()
+            claims = store.claim_many(due, new_owner_token())
+            self._claim_times.append(time.monotonic() - began)
+            for claim in claims:
                 if claim.outcome == WON and claim.fire_at > now and self.dispatcher is not None:
                     # Claimed ahead of time: the dispatcher starts it at its due time.
                     self.dispatcher.add(claim)
@@ -391,9 +398,18 @@ class BuiltinLoop:
         now = clock.now()
         if nxt <= now and due and not progressed:
             return STUCK_BACKOFF
-        delay = (nxt - now).total_seconds() - PRECLAIM_LEAD
+        delay = (nxt - now).total_seconds() - self._lead()
         # A hair past the wake time, so a wake-up never lands just before it.
         return min(POLL_CAP, max(0.0, delay + 0.0002))
+
+    def _lead(self) -> float:
+        """How far ahead of the earliest unclaimed fire to claim: PRECLAIM_LEAD, or
+        three times the slowest of the last claim writes when that is longer (a big
+        jobs.json, or a lock shared with run recording), up to PRECLAIM. A claim
+        must be written before its fire is due, or every run in the batch starts late.
+        """
+        slowest = max(self._claim_times, default=0.0)
+        return min(PRECLAIM, max(PRECLAIM_LEAD, 3.0 * slowest))
 
     # -- the loop ----------------------------------------------------------------
 
