@@ -74,9 +74,7 @@ def _expected(first: List[datetime], begin: datetime, end: datetime) -> List[Tup
     return out
 
 
-def bench_hermes(
-    jobs: int, duration: float, workers: int, lead: float, wrap: List[str]
-) -> Dict[str, Any]:
+def bench_hermes(jobs: int, duration: float, workers: int, lead: float) -> Dict[str, Any]:
     from hermes_cron.timeutil import parse_iso
 
     home = Path(tempfile.mkdtemp(prefix="hermes-cron-load-"))
@@ -120,7 +118,7 @@ def bench_hermes(
     )
     env = dict(os.environ, HERMES_HOME=str(home))
     proc = subprocess.Popen(
-        [*wrap, sys.executable, "-m", "hermes_cron", "daemon"],
+        [sys.executable, "-m", "hermes_cron", "daemon"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -230,11 +228,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="write the figures here")
-    parser.add_argument("--hermes-only", action="store_true", help="no APScheduler runs")
     parser.add_argument(
-        "--wrap",
-        default="",
-        help="prefix for the daemon's command line, e.g. 'py-spy record -o prof.svg --'",
+        "--hermes-only",
+        action="store_true",
+        help="no APScheduler runs (to profile the daemon: py-spy record --pid)",
     )
     args = parser.parse_args()
     duration = 120.0 if args.full else args.duration
@@ -243,7 +240,7 @@ def main() -> int:
         f"{args.jobs} jobs every {INTERVAL}s spread over the minute ({rate:.0f} fires/s), "
         f"command true, {args.workers} workers, {duration:g} s each"
     )
-    mine = bench_hermes(args.jobs, duration, args.workers, 4.0, args.wrap.split())
+    mine = bench_hermes(args.jobs, duration, args.workers, 4.0)
     rows = [("hermes-cron daemon", mine)]
     if not args.hermes_only:
         memory = bench_apscheduler(args.jobs, duration, args.workers, 2.0, False)

@@ -16,7 +16,10 @@ How it stays safe:
 * **Reads** need no lock (a rename is atomic); they are cached on the file's
   ``(st_ino, st_mtime_ns, st_size)``. Under the lock a mutation compares the
   bytes themselves, so a stat token that happens to repeat can never make a
-  write start from a stale view.
+  write start from a stale view, except for the file this process wrote
+  last: it keeps that file open, so its inode cannot be reused, and an
+  unchanged token proves no writer replaced it (which saves re-reading a
+  large file before every write of a busy daemon).
 * **Corruption.** A file that is unreadable, not UTF-8, not JSON, or not the
   expected shape raises ``StoreCorruptError`` ``"<path>: <fault>"`` on every
   read and every mutation, and is never written. A missing file is an empty
@@ -445,6 +448,9 @@ class JobStore(RuleStore):
         self._cache = _State(None, None, [], [])
         #: The state a mutation of this process is writing (set only under the lock).
         self._writing: Optional[_State] = None
+        #: The state this process wrote last, and an open descriptor of that file.
+        self._pinned: Optional[_State] = None
+        self._pin_fd: Optional[int] = None
         # Group commit (``_mutate_grouped``): requests waiting for the next shared write.
         self._group: List[Tuple[Callable[[_Txn], Any], _Slot]] = []
         self._group_guard = threading.Lock()
@@ -497,7 +503,11 @@ class JobStore(RuleStore):
         try:
             st = os.fstat(fd)
             token = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if not locked and token == cache.token:
+            if token == cache.token and (not locked or cache is self._pinned):
+                # Locked, the token alone is trusted only for the file this process
+                # wrote last and still holds open: its inode cannot be reused by
+                # another file while open, so the same token means no writer has
+                # replaced it since (writers only ever replace, under the lock).
                 return cache
             chunks = []
             while True:
@@ -576,16 +586,25 @@ class JobStore(RuleStore):
                 try:
                     self._remove_dead_temps()
                     atomic_write(self.path, data)
-                    st = os.stat(self.path)
+                    # Opened under the lock, so it is the file just written.
+                    pin = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    st = os.fstat(pin)
                 except OSError as exc:
                     raise StoreError(f"{self.path}: cannot write: {exc}") from None
                 finally:
                     self._writing = None
                 new.token = (st.st_ino, st.st_mtime_ns, st.st_size)
                 self._cache = new
+                self._pin(new, pin)
             return result
         finally:
             self._lock.release()
+
+    def _pin(self, state: _State, fd: int) -> None:
+        """Hold ``fd`` (the file ``state`` was written to) open; see ``_load``."""
+        old, self._pin_fd, self._pinned = self._pin_fd, fd, state
+        if old is not None:
+            os.close(old)
 
     def _mutate_grouped(self, fn: Callable[[_Txn], T]) -> T:
         """``_mutate`` for small, frequent record updates (a run's end, a claim renewal):
@@ -790,7 +809,18 @@ class JobStore(RuleStore):
         return self._mutate(fn)
 
     def close(self) -> None:
-        """Nothing to release: every call opens and closes what it uses."""
+        """Close the descriptor held on the file last written (see ``_load``)."""
+        fd, self._pin_fd, self._pinned = self._pin_fd, None, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_pin_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # -- processes using the store ------------------------------------------------------
 
