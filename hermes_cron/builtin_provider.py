@@ -9,8 +9,10 @@ The loop (``start``):
 1. catch-up: ``store.catch_up()`` records missed fires and interrupted runs;
 2. repeat until ``stop_event`` is set:
 
-   * ``now = clock.now()``; once the earliest fire is ``PRECLAIM_LEAD`` (50 ms)
-     away, claim every fire due within ``PRECLAIM`` (0.25 s) in one locked write
+   * ``now = clock.now()``; once the earliest fire is the claim lead away
+     (``PRECLAIM_LEAD``, 50 ms, or three times the slowest recent claim write when
+     that is longer, up to 0.25 s), claim every fire due within ``PRECLAIM``
+     (0.25 s) past that lead in one locked write
      (``store.claim_many`` with a fresh owner token), in the loop thread. A
      claim for a fire still in the future goes to the dispatcher thread, which
      hands it to the worker pool at its due time; anything else that needs
@@ -21,7 +23,7 @@ The loop (``start``):
      finished run to a ``runner.RunRecorder`` (output, ledger row,
      ``finish_run``, many runs per write) and is free for the next due job at
      once;
-   * sleep with ``clock.wait`` until ``PRECLAIM_LEAD`` before the earliest
+   * sleep with ``clock.wait`` until the claim lead before the earliest
      unclaimed ``next_run_at``, but at most ``POLL_CAP`` (1 s): a change to
      ``jobs.json`` by another process is noticed within a second (the store
      re-reads only when the file's stat token changed), and a suspend or a
@@ -29,8 +31,9 @@ The loop (``start``):
      There is no fixed tick and no one-minute floor. ``on_jobs_changed`` in
      this process wakes the loop at once.
 
-   Claiming up to 0.25 s ahead means the overlap rule is applied then, and a
-   job paused or removed in the last 0.25 s before its fire still runs that fire.
+   Claiming ahead means the overlap rule is applied then, and a job paused or
+   removed in the last 0.25 s before its fire (up to 0.5 s when claim writes are
+   slow) still runs that fire.
 
    Wall time is read again after every wake, so a clock jump or a suspend goes
    through the store's missed-run policy (one coalesced catch-up within

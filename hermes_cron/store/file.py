@@ -313,7 +313,7 @@ class _State:
         a claim batch changes a few dozen records of thousands."""
         if previous._due is None:
             return
-        times, order, ids = (list(x) for x in previous._due)
+        times, order, ids = (list(previous._due[0]), list(previous._due[1]), list(previous._due[2]))
         for index in dict.fromkeys(changed):  # one job changed twice in a group commit
             old = previous._active(index) if index < len(previous.entries) else None
             if old is not None:
