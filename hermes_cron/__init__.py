@@ -30,6 +30,7 @@ _LAZY = {
     "run_one_job": "hermes_cron.runner",
     "RunOutcome": "hermes_cron.runner",
     "RunResult": "hermes_cron.runner",
+    "RunReport": "hermes_cron.observers",
     "JobStore": "hermes_cron.store",
     "Store": "hermes_cron.store",
     "open_store": "hermes_cron.store",

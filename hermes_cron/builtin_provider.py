@@ -73,7 +73,7 @@ import attrs
 
 from .config import cfg_get
 from .hookspec import hookimpl
-from .runner import RunRecorder, RunResult, execute_claim, new_owner_token
+from .runner import RunRecorder, RunResult, execute_claim, new_owner_token, observers_of
 from .status_file import (
     HEARTBEAT_INTERVAL,
     record_error,
@@ -127,6 +127,7 @@ def catch_up(ctx: Any) -> Dict[str, Any]:
         "next_due_at": ISO or None}``.
     """
     claims = ctx.store.catch_up()
+    observers_of(ctx).claimed(claims)
     missed: List[str] = []
     interrupted: List[str] = []
     for claim in claims:
@@ -150,6 +151,7 @@ def run_due_once(ctx: Any, *, max_workers: Optional[int] = None) -> Dict[str, An
     summary = catch_up(ctx)
     due = ctx.store.due(ctx.clock.now())
     claims = ctx.store.claim_many(due, new_owner_token()) if due else []
+    observers_of(ctx).claimed(claims)
     todo = [c for c in claims if c.outcome in ACTIONABLE]
     results: List[RunResult] = []
     if todo:
@@ -362,7 +364,9 @@ class BuiltinLoop:
 
     def catch_up(self) -> None:
         self._last_reconcile = time.monotonic()
-        for claim in self.ctx.store.catch_up():
+        claims = self.ctx.store.catch_up()
+        observers_of(self.ctx).claimed(claims)
+        for claim in claims:
             self.workers.submit(claim)
 
     def iteration(self) -> float:
@@ -383,6 +387,7 @@ class BuiltinLoop:
             began = time.monotonic()
             claims = store.claim_many(due, new_owner_token())
             self._claim_times.append(time.monotonic() - began)
+            observers_of(self.ctx).claimed(claims)
             for claim in claims:
                 if claim.outcome == WON and claim.fire_at > now and self.dispatcher is not None:
                     # Claimed ahead of time: the dispatcher starts it at its due time.
@@ -508,19 +513,19 @@ class BuiltinLoop:
             self.ctx.store.finish_run(
                 claim.job_id, claim.owner, status="error", error=reason, started_at=now
             )
-            self.ctx.ledger.append(
-                {
-                    "job_id": claim.job_id,
-                    "fire_at": to_iso(claim.fire_at),
-                    "provider": "builtin",
-                    "started_at": to_iso(now),
-                    "finished_at": to_iso(now),
-                    "status": "error",
-                    "output": None,
-                    "error": reason,
-                    "owner": claim.owner,
-                }
-            )
+            row = {
+                "job_id": claim.job_id,
+                "fire_at": to_iso(claim.fire_at),
+                "provider": "builtin",
+                "started_at": to_iso(now),
+                "finished_at": to_iso(now),
+                "status": "error",
+                "output": None,
+                "error": reason,
+                "owner": claim.owner,
+            }
+            self.ctx.ledger.append(row)
+            observers_of(self.ctx).submit(claim.job, row)
         except Exception as exc:
             log.error("job %s: cannot release its claim: %s", claim.job_id, exc)
 

@@ -84,10 +84,16 @@ def _shorten(text: Any, limit: int) -> str:
 # Commands
 
 
+#: Commands that run jobs or write ledger rows, so the extension plugins (``run_job``,
+#: ``run_finished``) must be registered. The others never call those hooks and skip
+#: importing every plugin (start-up time).
+RUNNING_COMMANDS = frozenset({"run", "tick", "daemon", "serve", "plugins"})
+
+
 def _service(args: argparse.Namespace) -> Any:
     from .service import CronService
 
-    return CronService.from_home(args.home)
+    return CronService.from_home(args.home, extensions=args.command in RUNNING_COMMANDS)
 
 
 def _quarantine_warnings(service: Any, snap: Any) -> None:
@@ -226,7 +232,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     import attrs
 
     service = _service(args)
-    result = service.run_now(args.id)
+    try:
+        result = service.run_now(args.id)
+    finally:
+        service.close()  # the observers get the run's report before we exit (bounded)
     if args.json:
         _print_json(attrs.asdict(result))
     else:
@@ -360,9 +369,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
     log.info("daemon: provider %s, home %s", service.provider_name, service.home)
     try:
+        try:
+            service.start_metrics_server()
+        except HermesCronError as exc:
+            # Metrics are for watching the scheduler: never a reason not to schedule.
+            log.error("%s; running without metrics", exc)
         result = service.start(stop)
     finally:
         _restore_handlers(installed)
+        service.close()
     if service.provider_name != "builtin":
         # An external provider armed its triggers and returned: say what it did.
         _print_summary(result, args.json)
@@ -395,7 +410,10 @@ def _restore_handlers(previous: Dict[int, Any]) -> None:
 
 def cmd_tick(args: argparse.Namespace) -> int:
     service = _service(args)
-    summary = service.tick()
+    try:
+        summary = service.tick()
+    finally:
+        service.close()
     if args.json:
         _print_json(summary)
         return 0
@@ -441,6 +459,37 @@ def cmd_providers(args: argparse.Namespace) -> int:
     _table(table, ["  NAME", "SOURCE", "AVAILABLE", "NOTE", "PATH"])
     if service.scheduler.fallback_reason:
         sys.stdout.write(f"\nfallback: {service.scheduler.fallback_reason}\n")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    service = _service(args)
+    rows = service.plugins()
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        sys.stdout.write("no plugins found\n")
+        return 0
+    table = []
+    for row in rows:
+        if row["disabled"]:
+            note = "disabled (cron.disabled_plugins)"
+        elif row["shadowed_by"]:
+            note = f"shadowed by {row['shadowed_by']}"
+        else:
+            note = row["error"] or ("active" if row["active"] else "")
+        table.append(
+            [
+                row["name"],
+                row["kind"] or "-",
+                row["source"],
+                "yes" if row["loaded"] else "no",
+                _shorten(note, 60),
+                str(row["path"] or "-"),
+            ]
+        )
+    _table(table, ["NAME", "KIND", "SOURCE", "LOADED", "NOTE", "PATH"])
     return 0
 
 
@@ -561,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     command("providers", cmd_providers, "every discovered provider and which one is active")
+    command(
+        "plugins", cmd_plugins, "every discovered plugin (provider or extension), and if it loaded"
+    )
     command("status", cmd_status, "active provider, heartbeat, last error, next due jobs")
     return parser
 

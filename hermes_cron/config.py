@@ -30,6 +30,9 @@ DEFAULTS: Config = {
         "output_retention": 50,
         "output_max_bytes": 1048576,
         "ledger_max_bytes": 67108864,
+        "metrics_port": 0,  # 0: the daemon serves no metrics
+        "metrics_job_labels": False,
+        "disabled_plugins": [],
         "chronos": {
             "portal_url": "",
             "callback_url": "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import attrs
 
@@ -14,6 +14,9 @@ from .paths import HomePaths
 from .runner import RunResult, run_one_job
 from .store import Store
 from .store.protocol import RunLog
+
+if TYPE_CHECKING:
+    from .observers import Observers
 
 
 @attrs.define(eq=False)
@@ -31,6 +34,9 @@ class CronContext:
     :ivar state: scratch space the active provider may keep between calls in this process.
     :ivar claim_listeners: callables ``(ctx, claim)`` that ``run_one_job`` calls right
         after each claim, before the run (Chronos arms the next one-shot there).
+    :ivar observers: delivers every written ledger row to the ``run_finished``
+        observers, off the scheduling path (``hermes_cron.observers``); made on first
+        use, so a command that records no run never imports it.
     """
 
     config: Config
@@ -43,6 +49,20 @@ class CronContext:
     provider_name: str = "builtin"
     state: Dict[str, Any] = attrs.field(factory=dict)
     claim_listeners: List[Callable[[CronContext, Any], None]] = attrs.field(factory=list)
+    _observers: Optional[Observers] = attrs.field(default=None, alias="observers")
+
+    @property
+    def observers(self) -> Observers:
+        if self._observers is None:
+            from .observers import Observers
+
+            self._observers = Observers(self)
+        return self._observers
+
+    @property
+    def observers_started(self) -> bool:
+        """True once ``observers`` was used (so there may be reports to flush)."""
+        return self._observers is not None
 
     @property
     def home(self) -> Path:

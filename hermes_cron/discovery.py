@@ -1,4 +1,4 @@
-"""Finding provider plugins: bundled, user folders, installed packages.
+"""Finding plugins (providers and extensions): bundled, user folders, installed packages.
 
 Sources, in precedence order (an earlier source wins a name collision):
 
@@ -20,6 +20,11 @@ import error) becomes the record's one-line ``error`` while the others still loa
 We read entry points with ``importlib.metadata`` rather than pluggy's
 ``load_setuptools_entrypoints``, which skips collisions silently and stops at the
 first broken package.
+
+Whether a plugin is a provider or an extension (``ProviderRecord.kind``) is known
+once it is imported: a provider implements a provider hook. A folder plugin may
+say so in its ``plugin.yaml`` (``kind: provider``), which lets a process that
+only registers extensions skip importing it (the bundled Chronos does).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ ENTRY_POINT_GROUP = "hermes_cron"
 PLUGIN_YAML = "plugin.yaml"
 
 SOURCES = ("bundled", "user", "entrypoint")
+#: What a plugin is: a provider implements a provider hook; an extension does not.
+KINDS = ("provider", "extension")
 #: Names no discovered plugin may take.
 RESERVED_NAMES = frozenset({"builtin", ""})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,6 +69,10 @@ class ProviderRecord:
     :ivar module: the imported plugin object, None until loaded or when loading failed.
     :ivar error: one line saying why it failed to load or validate; None when fine.
     :ivar shadowed_by: the source of the record that won the name, or None.
+    :ivar declared_kind: the ``kind`` its ``plugin.yaml`` declares (``provider`` or
+        ``extension``), or None.
+    :ivar registered: True once registered as an extension on a plugin manager.
+    :ivar disabled: True when ``cron.disabled_plugins`` names it (never imported then).
     """
 
     name: str
@@ -72,6 +83,9 @@ class ProviderRecord:
     module: Any = None
     error: Optional[str] = None
     shadowed_by: Optional[str] = None
+    declared_kind: Optional[str] = None
+    registered: bool = False
+    disabled: bool = False
     _loader: Optional[Callable[[], Any]] = attrs.field(default=None, repr=False)
     _loaded: bool = attrs.field(default=False, repr=False)
 
@@ -79,6 +93,16 @@ class ProviderRecord:
     def loaded(self) -> bool:
         """True once ``load()`` ran (whether it succeeded or not)."""
         return self._loaded
+
+    @property
+    def kind(self) -> Optional[str]:
+        """``provider`` or ``extension``: from its hooks once imported, else what its
+        ``plugin.yaml`` declares; None when unknown (not imported, or failed to)."""
+        if self.module is not None:
+            from .plugin_manager import plugin_kind
+
+            return plugin_kind(self.module)
+        return self.declared_kind
 
     def load(self) -> Any:
         """Import the plugin (once); returns the plugin object or None with ``error`` set."""
@@ -94,7 +118,7 @@ class ProviderRecord:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             self.error = f"import failed: {_one_line(exc)}"
-            log.warning("provider %r (%s, %s): %s", self.name, self.source, self.path, self.error)
+            log.warning("plugin %r (%s, %s): %s", self.name, self.source, self.path, self.error)
             return None
         self.module = module
         if self.source == "entrypoint":
@@ -148,6 +172,11 @@ def discover_providers(
             if record.shadowed_by is None:
                 record.load()
     return records
+
+
+#: The same records describe providers and extensions.
+PluginRecord = ProviderRecord
+discover_plugins = discover_providers
 
 
 def find_provider(name: str, home: Optional[PathLike] = None) -> Optional[ProviderRecord]:
@@ -277,6 +306,12 @@ def _folder_record(folder: Path, source: str) -> ProviderRecord:
     record.name = name
     record.description = str(data.get("description") or "")
     record.version = str(data.get("version") or "")
+    kind = data.get("kind")
+    if kind is not None:
+        if kind not in KINDS:
+            record.error = f"{meta_path}: kind must be one of {', '.join(KINDS)}, not {kind!r}"
+            return record
+        record.declared_kind = kind
     if name in RESERVED_NAMES:
         record.error = f"{meta_path}: the name {name!r} is reserved for the built-in provider"
     elif not _NAME_RE.match(name):
@@ -328,8 +363,11 @@ def _one_line(exc: BaseException) -> str:
 __all__ = [
     "BUNDLED_PACKAGE",
     "ENTRY_POINT_GROUP",
+    "KINDS",
     "SOURCES",
+    "PluginRecord",
     "ProviderRecord",
+    "discover_plugins",
     "discover_providers",
     "find_provider",
 ]

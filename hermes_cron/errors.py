@@ -52,6 +52,10 @@ class PluginError(HermesCronError):
     """A plugin failed to load or to validate."""
 
 
+class ServeError(HermesCronError):
+    """An HTTP endpoint cannot be served (the webhook, the metrics): e.g. the address is in use."""
+
+
 class NASError(HermesCronError):
     """A call to the remote trigger service (NAS) failed; the message names the call and status.
 

@@ -13,6 +13,15 @@ Two kinds of hooks:
   ``specname``.
 * The **execution hook** ``run_job`` decides *what running a job means*. It is
   dispatched to **all plugins**; providers never implement it.
+* The **observer hook** ``run_finished`` hears about every ledger row once it is
+  written. It is not ``firstresult``: every registered plugin that implements it
+  is called, each separately, on the observer thread (``hermes_cron.observers``),
+  so one that raises or hangs never delays a fire nor keeps the others from being
+  called.
+
+A discovered plugin that implements no provider hook (only ``run_job`` and/or
+``run_finished``) is an **extension**: it is registered whatever provider is
+selected, unless ``cron.disabled_plugins`` names it.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import pluggy
 if TYPE_CHECKING:
     from .config import Config
     from .context import CronContext
+    from .observers import RunReport
     from .runner import RunOutcome, RunResult
 
 PROJECT_NAME = "hermes_cron"
@@ -36,6 +46,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 PROVIDER_HOOKS = ("is_available", "start", "reconcile", "on_jobs_changed", "fire_due")
 #: Hooks dispatched to every plugin.
 EXECUTION_HOOKS = ("run_job",)
+#: Hooks every plugin that implements them hears, each called separately, off the
+#: scheduling path.
+OBSERVER_HOOKS = ("run_finished",)
 
 
 @hookspec(firstresult=True)
@@ -149,4 +162,39 @@ def run_job(ctx: CronContext, job: dict[str, Any]) -> Optional[RunOutcome]:
         ``job["fire_claim"]["fire_at"]`` for the due time.
     :param job: the job record as stored, with its current claim.
     :returns: a ``RunOutcome`` (status ``ok``/``error``/``timeout``, output text, error).
+    """
+
+
+@hookspec
+def run_finished(ctx: CronContext, job: dict[str, Any], result: RunReport) -> None:
+    """Hear about a run, skip, miss, cancel, interruption or retry attempt once it is recorded.
+
+    Called once per ledger row, after the row was written: a run that ended
+    (``ok``, ``error``, ``timeout``), a fire ``skipped`` because the previous run
+    was still going, a ``missed`` fire, a run found interrupted by a crash (an
+    ``error`` row), a cancelled run and every retry attempt. This is where an
+    agent delivers a run's output to a chat or raises an alert.
+
+    Not ``firstresult``: dispatched to **every registered plugin** that implements
+    it (extensions, an embedding agent's plugins, the selected provider), each
+    implementation called on its own, so one that raises is logged with its
+    plugin's name and the others are still called for the same event. Called
+    on the observer thread (``hermes_cron.observers``), never on the thread that
+    schedules or runs jobs: a slow observer never delays a fire (its reports
+    queue up; beyond the queue's bound they are dropped, counted and logged),
+    and one that does not return within ``hang_after`` seconds (30) is logged and
+    skipped until it does while the others carry on. Nothing it does or raises
+    changes what was recorded. Reports still queued at shutdown get a bounded
+    wait (``CronService.close``).
+
+    :param ctx: the service context (``ctx.store`` to read the job's current state:
+        it may have been updated a moment after the row was written).
+    :param job: the job record as it was when this fire was claimed (a copy: changing
+        it changes nothing). Its ``id``, ``name``, ``command`` or ``prompt`` say which
+        job it was.
+    :param result: a ``RunReport``: ``result.row`` is the ledger row as written
+        (``job_id``, ``fire_at``, ``provider``, ``started_at``, ``finished_at``,
+        ``status``, ``output``, ``error``...), ``result.output`` the run's output text
+        (empty for a skip or a miss), ``result.ran`` whether the job actually ran.
+    :returns: nothing; the return value is ignored.
     """

@@ -19,7 +19,14 @@ resolver) is registered with ``register_provider()``, which refuses what would
 break subset calling or the fallback guarantee: ``trylast`` or ``specname`` on
 a provider hook, an implementation of ``run_job`` (providers decide *when*,
 never *what*), or a hook name that is not in the specification. A refused
-plugin is never left registered.
+plugin is never left registered. A provider may observe runs (``run_finished``).
+
+An extension (a discovered plugin that implements no provider hook: only
+``run_job`` and/or ``run_finished``) is registered with ``register_extension()``
+whatever provider is selected. ``plugin_kind()`` tells the two apart.
+
+No plugin may wrap ``run_finished`` (``wrapper``/``hookwrapper``): observers are
+called one by one, off the scheduling path, so there is no call to wrap.
 
 ``HERMES_CRON_TRACE_PLUGINS=1`` logs every hook call, its implementations and
 its result to the ``hermes_cron.plugins`` logger.
@@ -35,7 +42,7 @@ from typing import Any, Iterable, List, Optional
 import pluggy
 
 from .errors import PluginError
-from .hookspec import EXECUTION_HOOKS, PROJECT_NAME, PROVIDER_HOOKS
+from .hookspec import EXECUTION_HOOKS, OBSERVER_HOOKS, PROJECT_NAME, PROVIDER_HOOKS
 
 #: Name the built-in provider is registered under (reserved: no plugin may use it).
 BUILTIN_NAME = "builtin"
@@ -46,7 +53,10 @@ TRACE_ENV = "HERMES_CRON_TRACE_PLUGINS"
 
 trace_log = logging.getLogger("hermes_cron.plugins")
 
-_ALL_HOOKS = frozenset(PROVIDER_HOOKS + EXECUTION_HOOKS)
+_ALL_HOOKS = frozenset(PROVIDER_HOOKS + EXECUTION_HOOKS + OBSERVER_HOOKS)
+
+PROVIDER = "provider"
+EXTENSION = "extension"
 
 
 def get_plugin_manager(
@@ -137,6 +147,17 @@ def _register_checked(pm: pluggy.PluginManager, plugin: Any, name: Optional[str]
             f"{'is not a hook' if len(unknown) == 1 else 'are not hooks'} of hermes_cron "
             f"(known hooks: {', '.join(sorted(_ALL_HOOKS))})"
         )
+    wrapping = [
+        attr
+        for attr, opts in _impl_options(pm, plugin)
+        if (opts.get("specname") or attr) in OBSERVER_HOOKS
+        and (opts.get("wrapper") or opts.get("hookwrapper"))
+    ]
+    if wrapping:
+        raise PluginError(
+            f"plugin {label!r}: {', '.join(sorted(wrapping))} cannot be a wrapper "
+            "(observers are called one by one; drop wrapper=True)"
+        )
     try:
         registered = pm.register(plugin, name=name)
     except ValueError as exc:  # a name or object already registered
@@ -194,15 +215,64 @@ def register_provider(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
 
     :raises PluginError: when validation or registration fails.
     """
+    # Validate first: the same object may already be registered as something else
+    # (an extension), and that must not make it a provider without the checks.
+    validate_provider(pm, plugin, name)
     if pm.get_plugin(name) is plugin:
         return
-    validate_provider(pm, plugin, name)
     _register_checked(pm, plugin, name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         _unregister_quietly(pm, plugin)
         raise PluginError(f"provider {name!r}: {_one_line(exc)}") from None
+
+
+def plugin_kind(plugin: Any) -> str:
+    """``provider`` when ``plugin`` implements a provider hook, else ``extension``."""
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    hooks = {o.get("specname") or attr for attr, o in _impl_options(pm, plugin)}
+    return PROVIDER if hooks & set(PROVIDER_HOOKS) else EXTENSION
+
+
+def validate_extension(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    """Refuse an extension that is not one; raises ``PluginError`` naming the problem.
+
+    An extension implements only ``run_job`` and/or ``run_finished``: a plugin with a
+    provider hook is a provider (registered only when selected), and one with no hook
+    at all does nothing.
+    """
+    if name == BUILTIN_NAME:
+        raise PluginError(f"plugin name {BUILTIN_NAME!r} is reserved for the built-in provider")
+    hooks = {o.get("specname") or attr for attr, o in _impl_options(pm, plugin)}
+    provider = sorted(hooks & set(PROVIDER_HOOKS))
+    if provider:
+        raise PluginError(
+            f"plugin {name!r} implements provider hooks ({', '.join(provider)}): it is a "
+            "provider, registered only when cron.provider selects it"
+        )
+    if not hooks:
+        raise PluginError(
+            f"plugin {name!r} implements no hook (an extension implements "
+            f"{' and/or '.join(EXECUTION_HOOKS + OBSERVER_HOOKS)})"
+        )
+
+
+def register_extension(pm: pluggy.PluginManager, plugin: Any, name: str) -> str:
+    """Validate and register an extension plugin under ``name`` (before the defaults, so
+    the default executor still answers ``run_job`` last).
+
+    :raises PluginError: when it is not an extension or does not match the
+        specification; nothing is left registered then.
+    """
+    validate_extension(pm, plugin, name)
+    registered = register_plugin(pm, plugin, name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        _unregister_quietly(pm, plugin)
+        raise PluginError(f"plugin {name!r}: {_one_line(exc)}") from None
+    return registered
 
 
 def _impl_options(pm: pluggy.PluginManager, plugin: Any) -> list[tuple[str, dict]]:
@@ -270,11 +340,16 @@ def _short(value: Any, limit: int = 120) -> str:
 __all__ = [
     "BUILTIN_NAME",
     "EXECUTOR_NAME",
+    "EXTENSION",
+    "PROVIDER",
     "TRACE_ENV",
     "builtin_provider",
     "enable_tracing",
     "get_plugin_manager",
+    "plugin_kind",
+    "register_extension",
     "register_plugin",
     "register_provider",
+    "validate_extension",
     "validate_provider",
 ]

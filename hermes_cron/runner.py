@@ -14,6 +14,10 @@ A failing job never makes these raise: a plugin that raises, returns nothing,
 or returns garbage becomes an ``error`` run. A failure to write the output or
 the ledger is logged and recorded in ``last_error``; the claim is still
 released. Skips and misses get their ledger row too.
+
+Every row written is handed to ``ctx.observers`` (``hermes_cron.observers``),
+which calls the ``run_finished`` observers on a thread of its own: they never
+delay the next fire.
 """
 
 from __future__ import annotations
@@ -76,6 +80,29 @@ class RunResult:
         return self.claim == "won"
 
 
+class _NoObservers:
+    """What ``observers_of`` answers for a context without observers (a test double)."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def claimed(self, claims: Any) -> None:
+        pass
+
+    def running(self, delta: int) -> None:
+        pass
+
+
+_NO_OBSERVERS = _NoObservers()
+
+
+def observers_of(ctx: Any) -> Any:
+    """``ctx.observers`` (``hermes_cron.observers.Observers``), or an object that ignores
+    everything when ``ctx`` has none."""
+    found = getattr(ctx, "observers", None)
+    return found if found is not None else _NO_OBSERVERS
+
+
 def new_owner_token() -> str:
     """A claim owner token unique to this attempt: ``host:pid:random``."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -102,6 +129,7 @@ def run_one_job(
         except (ValueError, TypeError) as exc:
             raise UsageError(f"bad fire time {fire_at!r}: {exc}") from None
         claim = ctx.store.claim(job_id, when, owner)
+    observers_of(ctx).claimed([claim])
     notify_claimed(ctx, claim)
     return execute_claim(ctx, claim)
 
@@ -146,7 +174,8 @@ def execute_claim(
         now = ctx.clock.now()
         row = _row(ctx, claim, status=status, started=now, finished=now, output=None)
         row["error"] = claim.reason or None
-        _append_row(ctx, row)
+        if _append_row(ctx, row):
+            observers_of(ctx).submit(claim.job, row)
         return RunResult(claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None)
     if claim.outcome != WON:
         return RunResult(claim.job_id, fire_iso, claim.outcome, None, None, claim.reason or None)
@@ -197,6 +226,8 @@ def _write_records(
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot record the run: %s", claim.job_id, exc)
         problems.append(f"cannot record the run: {exc}")
+    else:
+        observers_of(ctx).submit(claim.job, row, _kept_output(ctx, outcome), ran=True)
     error = "; ".join([e for e in [outcome.error, *problems] if e]) or None
     return output_path, error
 
@@ -343,11 +374,13 @@ def _row(
     return row
 
 
-def _append_row(ctx: CronContext, row: Dict[str, Any]) -> None:
+def _append_row(ctx: CronContext, row: Dict[str, Any]) -> bool:
     try:
         ctx.ledger.append(row)
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot record %s: %s", row["job_id"], row["status"], exc)
+        return False
+    return True
 
 
 def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
@@ -355,6 +388,7 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
     the job."""
     renewer = _renewer_for(ctx.store, _log_for(ctx))
     token = renewer.add(claim.job_id, claim.owner)
+    observers_of(ctx).running(1)
     try:
         result = ctx.hook.run_job(ctx=ctx, job=claim.job)
     except Exception as exc:
@@ -370,6 +404,7 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
         raise
     finally:
         renewer.remove(token)
+        observers_of(ctx).running(-1)
     if result is None:
         return RunOutcome(status="error", error="no run_job implementation handled this job")
     if not isinstance(result, RunOutcome):
@@ -560,6 +595,12 @@ def write_output(
 DEFAULT_OUTPUT_MAX = 1024 * 1024
 
 
+def _kept_output(ctx: CronContext, outcome: RunOutcome) -> str:
+    """The output as kept in the store (cut at ``cron.output_max_bytes``): what observers get."""
+    limit = int(cfg_get(ctx.config, "cron", "output_max_bytes", default=DEFAULT_OUTPUT_MAX))
+    return cut_output(outcome.output or "", limit)
+
+
 def cut_output(text: str, max_bytes: int) -> str:
     """``text`` cut to at most ``max_bytes`` bytes of UTF-8 (on a character boundary),
     with a marker line saying so; shorter text is returned as it is."""
@@ -610,6 +651,7 @@ __all__ = [
     "RunResult",
     "execute_claim",
     "new_owner_token",
+    "observers_of",
     "render_output",
     "run_one_job",
     "write_output",

@@ -53,6 +53,8 @@ from .timeutil import get_zone, local_zone_name
 
 log = logging.getLogger("hermes_cron")
 
+#: Longest wait for queued run reports when the service stops (``observers.FLUSH_TIMEOUT``).
+OBSERVER_FLUSH_TIMEOUT = 5.0
 #: How many upcoming jobs ``status()`` lists.
 NEXT_DUE_COUNT = 5
 
@@ -85,6 +87,21 @@ def _check_config(config: Config) -> Tuple[Config, List[str]]:
     number("output_retention", integer=True, minimum=1, strict=False)
     number("output_max_bytes", integer=True, minimum=1024, strict=False)
     number("ledger_max_bytes", integer=True, minimum=4096, strict=False)
+    port = cron.get("metrics_port")
+    if not (isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535):
+        problems.append(f"cron.metrics_port must be a port number (0 for none), not {port!r}")
+        cron["metrics_port"] = defaults["metrics_port"]
+    if not isinstance(cron.get("metrics_job_labels"), bool):
+        problems.append(
+            f"cron.metrics_job_labels must be true or false, not {cron.get('metrics_job_labels')!r}"
+        )
+        cron["metrics_job_labels"] = defaults["metrics_job_labels"]
+    disabled = cron.get("disabled_plugins")
+    if disabled is None:
+        cron["disabled_plugins"] = []
+    elif not (isinstance(disabled, list) and all(isinstance(n, str) for n in disabled)):
+        problems.append(f"cron.disabled_plugins must be a list of plugin names, not {disabled!r}")
+        cron["disabled_plugins"] = []
     tz = cron.get("timezone")
     if tz is None:
         cron["timezone"] = ""
@@ -123,9 +140,13 @@ class ServiceThread:
 
     def stop(self, timeout: Optional[float] = 30.0) -> Any:
         """Ask the provider to stop and wait up to ``timeout`` seconds; returns what its
-        ``start`` returned (None while it is still running)."""
+        ``start`` returned (None while it is still running). Run reports still queued
+        for the ``run_finished`` observers get a bounded wait too."""
         self.stop_event.set()
         self.thread.join(timeout)
+        if self.service.ctx.observers_started:
+            limit = OBSERVER_FLUSH_TIMEOUT
+            self.service.ctx.observers.flush(min(timeout or limit, limit))
         return self.result
 
     def __enter__(self) -> ServiceThread:
@@ -147,6 +168,8 @@ class CronService:
     :ivar pm: the plugin manager.
     :ivar scheduler: the active provider (``ActiveScheduler``).
     :ivar ctx: the context passed to hooks (``provider_name`` is the active provider).
+    :ivar extensions: the discovered plugin records when extensions were loaded
+        (``hermes_cron.extensions``), else None.
     """
 
     def __init__(
@@ -159,8 +182,12 @@ class CronService:
         pm: pluggy.PluginManager,
         logger: logging.Logger,
         availability_timeout: float = AVAILABILITY_TIMEOUT,
+        extensions: Optional[List[Any]] = None,
     ) -> None:
         self.paths = paths
+        self.extensions = extensions
+        self._metrics: Any = None
+        self._metrics_server: Any = None
         self.config = config
         self.config_error = config_error
         self.clock = clock
@@ -198,6 +225,7 @@ class CronService:
         plugins: Iterable[Any] = (),
         logger: Optional[logging.Logger] = None,
         availability_timeout: float = AVAILABILITY_TIMEOUT,
+        extensions: bool = True,
     ) -> CronService:
         """Build the service for ``home`` (None: ``$HERMES_HOME`` or ``~/.hermes``).
 
@@ -206,6 +234,10 @@ class CronService:
         :param plugins: extra plugins (e.g. an agent's ``run_job``), registered before
             the built-in defaults.
         :param logger: the logger hooks get as ``ctx.logger`` (default ``hermes_cron``).
+        :param extensions: register the discovered extension plugins (section 6), except
+            those named in ``cron.disabled_plugins``. This imports them; commands that
+            never run a job or record a row (``status``, ``list``...) pass False.
+            ``plugins`` win over extensions: an agent's ``run_job`` answers first.
         :raises PluginError: when one of ``plugins`` does not match the hook spec.
         """
         paths = HomePaths.at(home)
@@ -221,14 +253,25 @@ class CronService:
             problems.append(f"{paths.config}: " + "; ".join(bad_values) + " (defaults used)")
         for problem in problems:
             log.warning("%s", problem)
+        pm = get_plugin_manager()
+        records = None
+        if extensions:
+            from .extensions import load_extensions
+
+            records = load_extensions(pm, paths.home, config)
+        # Registered after the extensions, so pluggy asks the embedder's plugins first.
+        for item in plugins:
+            plugin, name = item if isinstance(item, tuple) else (item, None)
+            register_plugin(pm, plugin, name)
         return cls(
             paths=paths,
             config=config,
             config_error="; ".join(problems) or None,
             clock=clock or SystemClock(),
-            pm=get_plugin_manager(plugins=plugins),
+            pm=pm,
             logger=logger or log,
             availability_timeout=availability_timeout,
+            extensions=records,
         )
 
     # -- plugins ------------------------------------------------------------------
@@ -387,6 +430,65 @@ class CronService:
         handle.thread.start()
         return handle
 
+    # -- observers, metrics, shutdown ------------------------------------------------
+
+    @property
+    def metrics(self) -> Any:
+        """The Prometheus metrics of this service (``hermes_cron.metrics.CronMetrics``),
+        created on first use: they count from then on."""
+        if self._metrics is None:
+            from .metrics import CronMetrics
+
+            self._metrics = CronMetrics(self)
+        return self._metrics
+
+    def start_metrics_server(self, port: Optional[int] = None) -> Any:
+        """Serve ``/metrics`` on ``127.0.0.1:port`` (default ``cron.metrics_port``) in a
+        background thread; None when the port is 0. ``close()`` stops it.
+
+        :raises ServeError: the port cannot be bound.
+        """
+        if port is None:
+            port = int(cfg_get(self.config, "cron", "metrics_port", default=0) or 0)
+        if not port:
+            return None
+        if self._metrics_server is None:
+            self._metrics_server = self.metrics.serve(port)
+        return self._metrics_server
+
+    def close(self, timeout: float = OBSERVER_FLUSH_TIMEOUT) -> bool:
+        """Stop the metrics server and deliver queued run reports to the observers (at
+        most ``timeout`` seconds); returns whether every report was delivered."""
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            server.close()
+        if not self.ctx.observers_started:
+            return True  # no row was recorded through this service
+        return self.ctx.observers.close(timeout)
+
+    def __enter__(self) -> CronService:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def plugins(self) -> List[Dict[str, Any]]:
+        """SPEC §8 ``plugins``: every discovered plugin, provider or extension, as
+        ``{name, kind, source, path, loaded, error}`` (plus details). Imports every
+        plugin that is neither shadowed nor disabled."""
+        from .extensions import plugin_rows
+
+        records = self.extensions
+        if records is None:
+            from .discovery import discover_plugins
+
+            records = discover_plugins(self.paths.home)
+        rows = plugin_rows(records, config=self.config, active=self.scheduler.name)
+        for row in rows:
+            if row["kind"] == "provider" and row["name"] == self.scheduler.name:
+                row["loaded"] = True
+        return rows
+
     # -- reports ----------------------------------------------------------------------
 
     def _record_error(self, message: str) -> None:
@@ -491,6 +593,8 @@ class CronService:
             }
         ]
         for record in discover_providers(self.paths.home):
+            if record.kind == "extension" and record.name != active.requested.strip():
+                continue  # an extension is no provider (``plugins`` lists it)
             row = record.as_dict()
             row["available"] = None
             row["active"] = False
@@ -508,6 +612,8 @@ class CronService:
                 else:
                     plugin = record.load()
                     row["path"] = record.path
+                    if plugin is not None and record.kind == "extension":
+                        continue  # found out by importing it: not a provider
                     if plugin is not None:
                         probe_pm = get_plugin_manager()
                         try:

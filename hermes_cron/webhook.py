@@ -30,6 +30,9 @@ Checks, in this order, and nothing runs for a rejected request:
 
 ``GET /healthz`` answers ``200 {"status": "ok", "provider": <active provider>}``.
 
+``GET /metrics`` answers the service's Prometheus metrics (``hermes_cron.metrics``)
+in the text exposition format (404 for a service without metrics).
+
 ``serve(service, host, port)`` starts the active provider (in a thread: the
 built-in loop blocks; Chronos reconciles and returns), then serves this app
 with uvicorn until SIGINT/SIGTERM, and stops both cleanly.
@@ -51,11 +54,11 @@ from typing import Any, Deque, Dict, Optional, Tuple
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .config import cfg_get
-from .errors import HermesCronError, JobNotFoundError
+from .errors import JobNotFoundError, ServeError
 from .jwt_verify import FireTokenUnavailable, FireTokenVerifier, verifier_from_config
 from .timeutil import parse_iso, to_iso
 
@@ -63,15 +66,12 @@ log = logging.getLogger("hermes_cron.webhook")
 
 FIRE_PATH = "/api/cron/fire"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 #: Largest accepted fire body, in bytes.
 MAX_BODY = 16 * 1024
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Accepted fires waiting for a worker, at most.
 QUEUE_LIMIT = 1000
-
-
-class ServeError(HermesCronError):
-    """The webhook cannot be served (e.g. the address is in use)."""
 
 
 class FireRunner:
@@ -307,6 +307,8 @@ def create_app(
     runner = fire_runner or FireRunner(
         service, workers=int(cfg_get(config, "cron", "max_workers", default=4) or 4)
     )
+    # Created now, so the counters count from the moment the app exists.
+    metrics = getattr(service, "metrics", None)
 
     async def fire(request: Request) -> JSONResponse:
         header = request.headers.get("authorization", "")
@@ -350,10 +352,20 @@ def create_app(
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "provider": _provider_name(service)})
 
+    async def metrics_page(request: Request) -> Response:
+        if metrics is None or not callable(getattr(metrics, "render", None)):
+            return _error(404, "this service has no metrics")
+        # Reading the store and the status file blocks: keep it off the event loop.
+        body = await run_in_threadpool(metrics.render)
+        from .metrics import CONTENT_TYPE
+
+        return Response(body, headers={"Content-Type": CONTENT_TYPE})
+
     app = Starlette(
         routes=[
             Route(FIRE_PATH, fire, methods=["POST"]),
             Route(HEALTH_PATH, healthz, methods=["GET"]),
+            Route(METRICS_PATH, metrics_page, methods=["GET"]),
         ]
     )
     app.state.fire_runner = runner
@@ -497,6 +509,9 @@ def serve(
         stop.set()
         provider.join(stop_grace)
         app.state.fire_runner.shutdown(stop_grace)
+        close = getattr(service, "close", None)
+        if callable(close):
+            close()  # queued run reports reach the observers (bounded wait)
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -507,6 +522,7 @@ __all__ = [
     "FIRE_PATH",
     "FireRunner",
     "HEALTH_PATH",
+    "METRICS_PATH",
     "JOB_ID_RE",
     "MAX_BODY",
     "ServeError",

@@ -15,7 +15,7 @@ import pytest
 
 from hermes_cron import hookimpl
 from hermes_cron.auth import NOUS, save_provider_auth_state
-from hermes_cron.testing.conformance import ProviderConformance
+from hermes_cron.testing.conformance import ExtensionConformance, ProviderConformance
 
 pytest_plugins = ["pytester"]
 
@@ -231,3 +231,80 @@ def test_select_provider_refuses_a_provider_that_breaks_the_rules(
     bad.reconcile = reconcile
     with pytest.raises(PluginError, match="trylast"):
         make_service(hermes_home, provider="bad", plugin=bad, clock=cron_clock)
+
+
+# -- extensions --------------------------------------------------------------------------
+
+
+class TestSampleExtensionConformance(ExtensionConformance):
+    extension_name = "sample"
+    extension_module = "helpers.sample_extension"
+
+
+class TestDiscoveredExtensionConformance(ExtensionConformance):
+    """The same checks on an extension found the way users install one: a user folder."""
+
+    extension_name = "folder-sample"
+
+    def prepare_home(self, home: Path) -> None:
+        folder = home / "plugins" / "cron" / "folder-sample"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "plugin.yaml").write_text(
+            "name: folder-sample\ndescription: x\nversion: '1'\n", encoding="utf-8"
+        )
+        source = Path(__file__).parent / "helpers" / "sample_extension.py"
+        (folder / "__init__.py").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+BROKEN_EXTENSIONS = {
+    "provider": """
+        from hermes_cron import hookimpl
+
+        @hookimpl
+        def run_finished(result):
+            pass
+
+        @hookimpl
+        def reconcile(ctx):
+            return {}
+    """,
+    "fragile": """
+        from hermes_cron import hookimpl
+
+        @hookimpl
+        def run_finished(result):
+            # Assumes every row has an output file: a skip or a miss has none.
+            result.row["output"].upper()
+    """,
+}
+
+
+def test_the_extension_suite_catches_broken_extensions(pytester: pytest.Pytester) -> None:
+    import textwrap
+
+    classes = []
+    for kind, code in BROKEN_EXTENSIONS.items():
+        pytester.makepyfile(**{f"broken_ext_{kind}": textwrap.dedent(code)})
+        classes.append(
+            f"class TestBroken_{kind}(ExtensionConformance):\n"
+            f"    extension_name = 'broken-{kind}'\n"
+            f"    extension_module = 'broken_ext_{kind}'\n"
+        )
+    pytester.makepyfile(
+        test_broken_ext="from hermes_cron.testing.conformance import ExtensionConformance\n\n\n"
+        + "\n\n".join(classes)
+    )
+    pytester.syspathinsert()
+    expected = [
+        "test_broken_ext.py::TestBroken_provider::test_implements_no_provider_hook",
+        "test_broken_ext.py::TestBroken_fragile::test_run_finished_tolerates_every_kind_of_result"
+        "[skipped]",
+    ]
+    fine = expected[1].replace("[skipped]", "[ok]")  # rows with an output it handles
+    result = pytester.runpytest_subprocess(
+        "-q", "-p", "no:cacheprovider", "-W", "error", "-rf", *expected, fine
+    )
+    report = result.stdout.str()
+    for node in expected:
+        assert f"FAILED {node}" in report, (node, report)
+    result.assert_outcomes(failed=len(expected), passed=1)

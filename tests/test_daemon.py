@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
+import httpx
 import pytest
 from helpers.servicekit import (
     cli_cmd,
@@ -19,6 +21,7 @@ from helpers.servicekit import (
     write_config,
     write_user_plugin,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from hermes_cron.paths import HomePaths
 from hermes_cron.status_file import read_status
@@ -187,3 +190,69 @@ def test_console_script_entry_point(home: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["provider"] == "builtin"
+
+
+#: A folder extension: appends every report it hears to ``heard.jsonl`` in the home.
+HEARING_EXTENSION = """
+import json
+from pathlib import Path
+from hermes_cron import hookimpl
+
+@hookimpl
+def run_finished(ctx, job, result):
+    with open(Path(ctx.home) / "heard.jsonl", "a") as out:
+        out.write(json.dumps({"job": job["id"], "row": dict(result.row),
+                              "output": result.output}) + "\\n")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fires_total(url: str) -> Optional[float]:
+    """``hermes_cron_fires_total{status="ok"}`` scraped from ``url``; None while unreachable."""
+    try:
+        response = httpx.get(url, timeout=5)
+    except httpx.TransportError:
+        return None
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "hermes_cron_fires_total" and sample.labels == {"status": "ok"}:
+                return sample.value
+    return 0.0
+
+
+def test_daemon_metrics_and_an_extension_see_every_ledger_row(home: Path) -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    write_config(home, {"cron": {"metrics_port": port}})
+    write_user_plugin(home, "hearing", HEARING_EXTENSION)
+    added = run_cli(home, "add", "every 1s", "--repeat", "3", "--", "echo", "tick")
+    assert added.returncode == 0, added.stderr
+    job_id = added.stdout.strip()
+    env = dict(os.environ, HERMES_HOME=str(home))
+    proc = subprocess.Popen(
+        cli_cmd("daemon"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # A repeat-3 job stops firing after its third run, so the counts cannot race on.
+        wait_for(lambda: proc.poll() is not None or len(ledger_rows(home)) >= 3, timeout=60)
+        assert proc.poll() is None, proc.communicate()
+        wait_for(lambda: _fires_total(url) == 3, timeout=30, what="fires_total == 3")
+        rows = ledger_rows(home)
+        assert [(r["job_id"], r["status"]) for r in rows] == [(job_id, "ok")] * 3
+        heard = home / "heard.jsonl"
+        wait_for(lambda: heard.exists() and len(heard.read_text().splitlines()) == 3, timeout=30)
+        reports = [json.loads(line) for line in heard.read_text().splitlines()]
+        assert [r["row"] for r in reports] == rows
+        assert {r["output"] for r in reports} == {"tick\n"}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"metrics on http://127.0.0.1:{port}/metrics" in err
+    assert _fires_total(url) is None  # the metrics server stopped with the daemon

@@ -126,7 +126,10 @@ def child_env(home: Path) -> Dict[str, str]:
 # -- coverage ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", hookspec.PROVIDER_HOOKS + hookspec.EXECUTION_HOOKS)
+ALL_HOOKS = hookspec.PROVIDER_HOOKS + hookspec.EXECUTION_HOOKS + hookspec.OBSERVER_HOOKS
+
+
+@pytest.mark.parametrize("name", ALL_HOOKS)
 def test_every_hook_has_a_section_with_its_docstring_and_an_example(name: str) -> None:
     text = (DOCS / "hooks.md").read_text(encoding="utf-8")
     directive = f"::: hermes_cron.hookspec.{name}\n"
@@ -165,7 +168,7 @@ def test_every_hook_is_in_the_spec_lists() -> None:
         for name, fn in vars(hookspec).items()
         if callable(fn) and hasattr(fn, f"{hookspec.PROJECT_NAME}_spec")
     }
-    assert specs == set(hookspec.PROVIDER_HOOKS + hookspec.EXECUTION_HOOKS)
+    assert specs == set(ALL_HOOKS)
 
 
 @pytest.mark.parametrize("key,default", list(leaf_keys(DEFAULTS)))

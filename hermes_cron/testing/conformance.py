@@ -1,4 +1,4 @@
-"""A conformance suite every trigger provider should pass.
+"""Conformance suites: one every trigger provider should pass, one for extensions.
 
 Subclass ``ProviderConformance`` in a test module, under a name pytest collects
 (``Test...``), and say which provider to check::
@@ -36,7 +36,24 @@ What is checked (SPEC section 6 and the hook reference):
   a paused or removed job does not run, and a won fire is recorded in the ledger
   under the provider's name.
 
-The suite uses the fixtures of ``hermes_cron.testing.pytest_plugin``
+Extensions (plugins that implement only ``run_job`` and/or ``run_finished``)
+subclass ``ExtensionConformance`` the same way::
+
+    from hermes_cron.testing.conformance import ExtensionConformance
+
+    class TestMyNotifier(ExtensionConformance):
+        extension_name = "notifier"           # its plugin.yaml or entry point name
+        extension_module = "notifier_pkg"     # optional: import this module directly
+
+It checks that the plugin implements no provider hook (else it is a provider,
+registered only when selected), that it registers as an extension, and that its
+``run_finished`` takes every kind of result without raising: ``ok``, ``error``,
+``timeout``, ``skipped``, ``missed``, ``cancelled`` and interrupted rows, a
+manual run and a retry attempt; and a real run through the service reaches it
+with no failure logged. Override ``prepare_service`` to point it at a fake
+remote (an ``httpx.MockTransport``) so the suite runs offline.
+
+The suites use the fixtures of ``hermes_cron.testing.pytest_plugin``
 (``hermes_home``, ``cron_clock``, ``block_sockets``), active wherever hermes-cron
 is installed. Jobs never run a real command: a ``RecordingRunner`` answers
 ``run_job``.
@@ -57,11 +74,11 @@ import pluggy
 import pytest
 
 from ..config import DEFAULTS, deep_merge
-from ..hookspec import EXECUTION_HOOKS, PROJECT_NAME, PROVIDER_HOOKS
+from ..hookspec import EXECUTION_HOOKS, OBSERVER_HOOKS, PROJECT_NAME, PROVIDER_HOOKS
 from ..timeutil import parse_iso, to_iso
 from .fixtures import RecordingRunner, SocketGuard, make_service
 
-__all__ = ["ProviderConformance"]
+__all__ = ["ExtensionConformance", "ProviderConformance", "sample_reports"]
 
 BUILTIN = "builtin"
 
@@ -247,7 +264,7 @@ class ProviderConformance:
             if opts is not None:
                 found[attr] = dict(opts)
         assert not set(found) & set(EXECUTION_HOOKS), "a provider never implements run_job"
-        unknown = set(found) - set(PROVIDER_HOOKS)
+        unknown = set(found) - set(PROVIDER_HOOKS) - set(OBSERVER_HOOKS)
         assert not unknown, f"not provider hooks of hermes_cron: {sorted(unknown)}"
         assert not [a for a, o in found.items() if o.get("specname")], "specname is not allowed"
         if self.provider_name == BUILTIN:
@@ -459,3 +476,194 @@ class ProviderConformance:
             (due, "ok", service.provider_name)
         ]
         assert rows[0]["output"] and Path(rows[0]["output"]).is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# Extensions
+
+
+def sample_reports(job: Mapping[str, Any], now: str) -> Dict[str, Any]:
+    """One ``RunReport`` of every kind a ``run_finished`` observer may get, by kind, for
+    ``job`` at the ISO time ``now``: the rows are shaped as the runner writes them."""
+    from ..observers import RunReport
+
+    base = {
+        "job_id": job["id"],
+        "fire_at": now,
+        "provider": "builtin",
+        "started_at": now,
+        "finished_at": now,
+        "output": None,
+        "error": None,
+        "owner": "conformance:1:abcd",
+    }
+    output = f"/tmp/hermes-cron-conformance/{job['id']}/run.md"
+
+    def report(ran: bool, text: str = "", **fields: Any) -> Any:
+        return RunReport(row={**base, **fields}, output=text, ran=ran)
+
+    return {
+        "ok": report(True, "all good\n", status="ok", output=output, exit_code=0),
+        "error": report(
+            True, "Traceback ...\n", status="error", output=output, error="exit 1", exit_code=1
+        ),
+        "timeout": report(True, "", status="timeout", output=output, error="timed out after 600 s"),
+        "skipped": report(
+            False, status="skipped", error="overlap: the previous run is still going"
+        ),
+        "missed": report(
+            False, status="missed", error="missed: due 2h 30m ago (grace 1h)", note="resumes"
+        ),
+        "cancelled": report(True, "partial", status="cancelled", output=output, error="replaced"),
+        "interrupted": report(
+            False, status="error", error="interrupted: the run claimed by host:1:x never finished"
+        ),
+        "manual": report(True, "by hand\n", status="ok", output=output, manual=True),
+        "retry": report(True, "again\n", status="ok", output=output, attempt=2),
+        "empty_output": report(True, "", status="ok", output=None),
+    }
+
+
+class ExtensionConformance:
+    """Contract tests for one extension plugin; subclass it as ``Test<Something>``.
+
+    :cvar extension_name: the plugin's name (``plugin.yaml`` ``name`` or the entry
+        point's name); without a module or plugin it is discovered by this name.
+    :cvar extension_module: import path of the plugin module (not installed yet).
+    :cvar extension_plugin: the plugin object itself.
+    :cvar extension_config: merged over the defaults for the service it is tested in.
+    """
+
+    extension_name: ClassVar[str] = ""
+    extension_module: ClassVar[Optional[str]] = None
+    extension_plugin: ClassVar[Any] = None
+    extension_config: ClassVar[Mapping[str, Any]] = {}
+
+    def prepare_home(self, home: Path) -> None:
+        """Write what the extension needs in ``home`` before the service is built."""
+
+    def prepare_service(self, service: Any) -> None:
+        """Adjust a freshly built service (e.g. point the extension at a fake remote)."""
+
+    def plugin_object(self) -> Any:
+        if self.extension_plugin is not None:
+            return self.extension_plugin
+        if self.extension_module:
+            return importlib.import_module(self.extension_module)
+        return None
+
+    @pytest.fixture
+    def extension_under_test(self, hermes_home: Path) -> Any:
+        """The plugin object, found without registering it anywhere."""
+        assert self.extension_name, f"{type(self).__name__} must set extension_name"
+        plugin = self.plugin_object()
+        if plugin is not None:
+            return plugin
+        from ..discovery import discover_plugins
+
+        self.prepare_home(hermes_home)
+        found = [
+            r
+            for r in discover_plugins(hermes_home)
+            if r.name == self.extension_name and r.shadowed_by is None
+        ]
+        assert found, f"no plugin named {self.extension_name!r} was discovered"
+        module = found[0].load()
+        assert found[0].error is None, f"{self.extension_name!r}: {found[0].error}"
+        return module
+
+    @pytest.fixture
+    def extension_service(
+        self, hermes_home: Path, cron_clock: Any, extension_under_test: Any
+    ) -> Any:
+        """A service with the built-in provider and the extension registered (discovered
+        like users' extensions, or registered from ``plugin_object``)."""
+        from ..plugin_manager import register_extension
+
+        self.prepare_home(hermes_home)
+        service = make_service(
+            hermes_home,
+            config=dict(self.extension_config),
+            plugins=[RecordingRunner()],
+            clock=cron_clock,
+        )
+        if service.pm.get_plugin(self.extension_name) is None:
+            register_extension(service.pm, extension_under_test, self.extension_name)
+        self.prepare_service(service)
+        return service
+
+    def _hooks(self, plugin: Any) -> Dict[str, Dict[str, Any]]:
+        pm = pluggy.PluginManager(PROJECT_NAME)
+        found: Dict[str, Dict[str, Any]] = {}
+        for attr in dir(plugin):
+            try:
+                opts = pm.parse_hookimpl_opts(plugin, attr)
+            except Exception:
+                continue
+            if opts is not None:
+                found[attr] = dict(opts)
+        return found
+
+    def test_implements_no_provider_hook(self, extension_under_test: Any) -> None:
+        found = self._hooks(extension_under_test)
+        provider = sorted(set(found) & set(PROVIDER_HOOKS))
+        assert not provider, (
+            f"implements provider hooks {provider}: that makes it a provider, registered "
+            "only when cron.provider selects it"
+        )
+        allowed = set(EXECUTION_HOOKS) | set(OBSERVER_HOOKS)
+        assert found, f"implements no hook (an extension implements {sorted(allowed)})"
+        unknown = sorted(set(found) - allowed)
+        assert not unknown, f"not hooks of hermes_cron: {unknown}"
+        assert not [a for a, o in found.items() if o.get("specname")], "name functions after hooks"
+        wrapping = [a for a, o in found.items() if o.get("wrapper") or o.get("hookwrapper")]
+        assert "run_finished" not in wrapping, "run_finished cannot be a wrapper"
+        for attr in found:
+            params = inspect.signature(getattr(extension_under_test, attr)).parameters.values()
+            assert all(
+                p.default is inspect.Parameter.empty
+                and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+                for p in params
+            ), f"{attr}: hook parameters must be plain (pluggy never passes defaults)"
+
+    def test_registers_as_an_extension(self, extension_service: Any) -> None:
+        plugin = extension_service.pm.get_plugin(self.extension_name)
+        assert plugin is not None, f"{self.extension_name!r} is not registered"
+        assert extension_service.provider_name == BUILTIN
+
+    def _observers(self, service: Any) -> List[Any]:
+        plugin = service.pm.get_plugin(self.extension_name)
+        return [i for i in service.pm.hook.run_finished.get_hookimpls() if i.plugin is plugin]
+
+    @pytest.mark.parametrize("kind", sorted(sample_reports({"id": "x"}, "now")))
+    def test_run_finished_tolerates_every_kind_of_result(
+        self, extension_service: Any, kind: str
+    ) -> None:
+        impls = self._observers(extension_service)
+        if not impls:
+            pytest.skip("implements no run_finished")
+        for job in (
+            extension_service.add_job("every 1h", command=["true"], name="conformance command"),
+            extension_service.add_job("every 1h", prompt="conformance prompt"),
+        ):
+            report = sample_reports(job, to_iso(extension_service.clock.now()))[kind]
+            kwargs = {"ctx": extension_service.ctx, "job": copy.deepcopy(job), "result": report}
+            for impl in impls:
+                try:
+                    impl.function(**{name: kwargs[name] for name in impl.argnames})
+                except Exception as exc:
+                    raise AssertionError(
+                        f"run_finished raised {type(exc).__name__} for a {kind!r} result of a "
+                        f"{'prompt' if job.get('prompt') else 'command'} job: {exc}"
+                    ) from exc
+
+    def test_a_real_run_reaches_it_without_failure(self, extension_service: Any) -> None:
+        if not self._observers(extension_service):
+            pytest.skip("implements no run_finished")
+        job = extension_service.add_job("every 1h", command=["true"], name="conformance run")
+        result = extension_service.run_now(job["id"])
+        assert result.ran, result
+        assert extension_service.ctx.observers.flush(30), "run_finished did not return in 30 s"
+        counts = extension_service.ctx.observers.counts()
+        assert counts["delivered"] >= 1
+        assert counts["failures"] == {}, f"run_finished raised: {counts['failures']}"

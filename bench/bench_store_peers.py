@@ -1,0 +1,265 @@
+"""Per-fire store cost and ``add`` against APScheduler 3's SQLAlchemy job store, one run.
+
+For each size N (jobs already in the store) and each store:
+
+* ``fire``: what one fire costs the store, in fires/s. Ours: ``claim`` of a due job
+  plus ``finish_run`` (the claim advances ``next_run_at``; on PostgreSQL it also writes
+  the fire's ledger row). APScheduler's: ``lookup_job`` plus ``update_job`` with the
+  next run time, what its scheduler does for each due job;
+* ``add``: one job added to a store holding N, in adds/s;
+* ``claim@N / claim@first``: how the fire cost grows with the store (goal: flat on
+  PostgreSQL).
+
+Stores: ``file`` (jobs.json), ``postgres`` (our PostgreSQL store), ``aps-sqlite``
+(APScheduler's SQLAlchemyJobStore on a SQLite file) and ``aps-postgres`` (the same on
+the same PostgreSQL server). PostgreSQL rows need ``--pg-url URL`` (an empty database
+each store may fill) or ``--start-pg`` (a throwaway cluster on loopback, run as the
+``postgres`` user: see ``hermes_cron.testing.pgcluster``).
+
+Goal (issue 9): per fire on PostgreSQL at 100,000 jobs at least APScheduler-on-SQLite's
+rate; a claim costs the same at 100 and at 100,000 jobs.
+
+Run: ``python bench/bench_store_peers.py [--sizes 1000,10000,100000] [--stores ...]
+[--pg-url URL | --start-pg] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from hermes_cron.clock import FakeClock
+from hermes_cron.paths import HomePaths
+from hermes_cron.schedules import parse_schedule
+from hermes_cron.timeutil import UTC
+
+START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def _rate(fn: Callable[[int], object], count: int) -> float:
+    started = time.perf_counter()
+    for i in range(count):
+        fn(i)
+    return count / (time.perf_counter() - started)
+
+
+def _ops_for(size: int, store: str) -> int:
+    # The file store rewrites the whole file per write: a few ops say enough at 100k.
+    if store == "file":
+        return max(5, min(200, 2_000_000 // max(size, 1)))
+    return 300
+
+
+# -- ours --------------------------------------------------------------------------
+
+
+def _records(size: int, clock: FakeClock) -> List[Dict[str, Any]]:
+    from hermes_cron.store.rules import new_job
+
+    schedule = parse_schedule("every 1h", now=clock.now())
+    out = []
+    for i in range(size):
+        rec = new_job(
+            f"bench{i:06d}",
+            schedule,
+            clock.now(),
+            command=["true", str(i)],
+            prompt=None,
+            name=None,
+            repeat=None,
+            misfire_grace=None,
+            timeout=None,
+        )
+        out.append(rec.job)
+    return out
+
+
+def measure_ours(kind: str, size: int, url: Optional[str]) -> Dict[str, float]:
+    from hermes_cron.config import DEFAULTS, deep_merge
+    from hermes_cron.store import open_store
+
+    root = Path(tempfile.mkdtemp(prefix="hermes-bench-"))
+    try:
+        clock = FakeClock(START)
+        config = deep_merge(DEFAULTS, {"cron": {"store": url if kind == "postgres" else ""}})
+        store = open_store(HomePaths.at(root), config, clock=clock)
+        try:
+            store.import_records(_records(size, clock), replace=True)
+            ops = _ops_for(size, kind)
+            schedule = parse_schedule("every 1h", now=clock.now())
+            result = {"add": _rate(lambda i: store.add(schedule, command=["true", str(i)]), ops)}
+            clock.set(START + timedelta(hours=1))
+            due = store.due(clock.now())[:ops]
+            assert len(due) == ops, (len(due), ops)
+
+            def fire(i: int) -> None:
+                job_id, at = due[i]
+                claim = store.claim(job_id, at, f"bench{i}")
+                assert claim.won, claim
+                store.finish_run(job_id, claim.owner, status="ok", error=None, started_at=at)
+
+            result["fire"] = _rate(fire, ops)
+            return result
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- APScheduler 3 ---------------------------------------------------------------------
+
+
+def _noop() -> None:
+    """The job APScheduler stores (never run here)."""
+
+
+def measure_aps(kind: str, size: int, url: Optional[str]) -> Dict[str, float]:
+    from apscheduler.job import Job
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    root = Path(tempfile.mkdtemp(prefix="hermes-bench-aps-"))
+    try:
+        if kind == "aps-sqlite":
+            engine_url = f"sqlite:///{root / 'jobs.sqlite'}"
+        else:
+            assert url is not None
+            engine_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+        table = f"aps_jobs_{size}"
+        store = SQLAlchemyJobStore(url=engine_url, tablename=table)
+        scheduler = BackgroundScheduler(timezone="UTC")
+        store.start(scheduler, "default")
+        trigger = IntervalTrigger(hours=1, start_date=START, timezone="UTC")
+
+        def job(i: int, prefix: str) -> Any:
+            return Job(
+                scheduler,
+                id=f"{prefix}{i:06d}",
+                func=_noop,
+                trigger=trigger,
+                executor="default",
+                args=(),
+                kwargs={},
+                name=f"job {i}",
+                misfire_grace_time=3600,
+                coalesce=True,
+                max_instances=1,
+                next_run_time=START + timedelta(hours=1),
+            )
+
+        try:
+            # Bulk-fill in one transaction, as the store's own rows (its add_job commits
+            # one by one, which would only make the fill slow, not the figures).
+            with store.engine.begin() as conn:
+                rows = []
+                for i in range(size):
+                    j = job(i, "bench")
+                    rows.append(
+                        {
+                            "id": j.id,
+                            "next_run_time": j.next_run_time.timestamp(),
+                            "job_state": pickle.dumps(j.__getstate__(), store.pickle_protocol),
+                        }
+                    )
+                    if len(rows) >= 5000:
+                        conn.execute(store.jobs_t.insert(), rows)
+                        rows = []
+                if rows:
+                    conn.execute(store.jobs_t.insert(), rows)
+            ops = _ops_for(size, kind)
+            result = {"add": _rate(lambda i: store.add_job(job(i, "new")), ops)}
+            ids = [f"bench{i:06d}" for i in range(ops)]
+
+            def fire(i: int) -> None:
+                found = store.lookup_job(ids[i])
+                found._modify(next_run_time=found.next_run_time + timedelta(hours=1))
+                store.update_job(found)
+
+            result["fire"] = _rate(fire, ops)
+            return result
+        finally:
+            store.shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+MEASURES = {
+    "file": measure_ours,
+    "postgres": measure_ours,
+    "aps-sqlite": measure_aps,
+    "aps-postgres": measure_aps,
+}
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--stores", default="file,postgres,aps-sqlite,aps-postgres")
+    parser.add_argument("--pg-url", help="an empty PostgreSQL database for the pg rows")
+    parser.add_argument("--start-pg", action="store_true", help="start a throwaway cluster")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    stores = [s for s in args.stores.split(",") if s]
+    with ExitStack() as stack:
+        url = args.pg_url
+        if args.start_pg and url is None:
+            from hermes_cron.testing.pgcluster import throwaway_database
+
+            url = stack.enter_context(throwaway_database())
+        if url is None:
+            stores = [s for s in stores if "postgres" not in s]
+        figures: Dict[str, Dict[str, Dict[str, float]]] = {}
+        for size in sizes:
+            for name in stores:
+                db_url = url
+                if url is not None and "postgres" in name:
+                    from hermes_cron.testing.pgcluster import fresh_database
+
+                    db_url = stack.enter_context(fresh_database(url))
+                got = MEASURES[name](name, size, db_url)
+                figures.setdefault(str(size), {})[name] = got
+                print(
+                    f"{size:>7} jobs  {name:<13} fire {got['fire']:>9.1f}/s"
+                    f"  add {got['add']:>9.1f}/s",
+                    flush=True,
+                )
+    print()
+    print("| jobs | store | fires/s | adds/s | fire vs aps-sqlite |")
+    print("| --- | --- | --- | --- | --- |")
+    for size, row in figures.items():
+        peer = row.get("aps-sqlite", {}).get("fire")
+        for name, got in row.items():
+            ratio = f"{got['fire'] / peer:.2f}x" if peer else "-"
+            print(f"| {size} | {name} | {got['fire']:.1f} | {got['add']:.1f} | {ratio} |")
+    if "postgres" in stores and len(sizes) > 1:
+        first, last = figures[str(sizes[0])]["postgres"], figures[str(sizes[-1])]["postgres"]
+        flat = last["fire"] / first["fire"]
+        print(
+            f"\npostgres fire rate at {sizes[-1]} vs {sizes[0]} jobs: {flat:.2f}x "
+            f"(goal: about 1x) {'ok' if flat >= 0.7 else 'MISSED'}"
+        )
+        peer = figures[str(sizes[-1])].get("aps-sqlite", {}).get("fire")
+        if peer:
+            ratio = last["fire"] / peer
+            print(
+                f"postgres vs aps-sqlite at {sizes[-1]} jobs: {ratio:.2f}x "
+                f"(goal >= 1x) {'ok' if ratio >= 1 else 'MISSED'}"
+            )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
