@@ -437,6 +437,8 @@ class BuiltinLoop:
         )
         watcher.start()
         self.dispatcher = _Dispatcher(ctx.clock, self.workers.submit)
+        # A store that hears other processes' changes (PostgreSQL) wakes the loop at once.
+        ctx.store.add_listener(self.wake.set)
         self.heartbeat(force=True)
         failures = 0
         try:
@@ -455,6 +457,8 @@ class BuiltinLoop:
             except Exception as exc:
                 failures += 1
                 timeout = min(30.0, 0.5 * 2 ** (failures - 1))
+                # Once the store answers again, catch up first (missed-run policy).
+                self._last_reconcile = float("-inf")
                 log.error("scheduler iteration failed (retry in %.1f s): %s", timeout, exc)
                 if failures == 1 or failures % 10 == 0:
                     self._record(f"scheduler iteration failed: {type(exc).__name__}: {exc}")

@@ -380,7 +380,9 @@ def _skip_overlap(
     job = copy_json(rec.job)
     reason = f"overlap: still running the fire claimed by {held['owner']} at {held['claimed_at']}"
     if rec.schedule.recurring:
-        job["next_run_at"] = opt_iso(rec.schedule.next_after(now))
+        # Past this fire even when it is claimed ahead of its time (now < fire_at):
+        # otherwise the same fire would be skipped again and again until it is due.
+        job["next_run_at"] = opt_iso(rec.schedule.next_after(max(now, fire_at)))
     else:
         # A one-shot's time came while a manual run of it is in progress: that run is its
         # run. Waiting would re-fire forever; completing is the honest end.
