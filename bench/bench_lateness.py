@@ -9,7 +9,10 @@ callable started" minus "the time it was due":
 
 By default the jobs are added back to back, so all of them fall due within a
 fraction of a second every interval (a burst); ``--spread`` spreads their
-anchors evenly over one interval instead. ``--tmp /dev/shm`` puts HERMES_HOME on
+anchors evenly over one interval instead. ``--command`` makes them command jobs
+(``sh -c true``) run by a real ``hermes-cron daemon`` through the default
+executor (lateness from its ledger rows), APScheduler's job running the same
+command. ``--tmp /dev/shm`` puts HERMES_HOME on
 tmpfs to take the disk's fsync latency out of the picture.
 
 * hermes-cron: the job is a ``prompt`` job run by a ``run_job`` plugin; its due
@@ -38,6 +41,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 UTC = timezone.utc
+#: The p99 goal: at most this times APScheduler's in the same run.
+GOAL_RATIO = 0.8
 
 
 def percentiles(values: List[float]) -> Dict[str, float]:
@@ -95,8 +100,67 @@ def bench_hermes(
     return {"lateness": lateness, "anchors": anchors, "skipped": skipped, "home": home}
 
 
+def bench_hermes_daemon(
+    jobs: int,
+    interval: int,
+    duration: float,
+    workers: int,
+    tmp: Optional[str],
+    spread: bool,
+    command: List[str],
+) -> Dict[str, Any]:
+    """Command jobs through a real ``hermes-cron daemon`` (the default executor);
+    lateness from the ledger rows (``started_at - fire_at``)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from hermes_cron.schedules import parse_schedule
+    from hermes_cron.service import CronService
+    from hermes_cron.timeutil import parse_iso
+
+    home = tempfile.mkdtemp(prefix="hermes-cron-bench-", dir=tmp)
+    with open(f"{home}/config.yaml", "w", encoding="utf-8") as fh:
+        fh.write(f"cron:\n  max_workers: {workers}\n")
+    service = CronService.from_home(home)
+    anchors = []
+    # The first fires come after the daemon has started.
+    base = datetime.now(UTC) + timedelta(seconds=1.5)
+    for i in range(jobs):
+        anchor = base + timedelta(seconds=interval * i / jobs if spread else 0)
+        schedule = parse_schedule(f"every {interval}s", tz="UTC", now=anchor)
+        job = service.store.add(schedule, command=command)
+        anchors.append(parse_iso(job["schedule"]["anchor"]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hermes_cron", "daemon"],
+        env=dict(os.environ, HERMES_HOME=home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(duration + 1.5 + interval)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    lateness: List[float] = []
+    skipped = 0
+    with open(f"{home}/cron/runs.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["status"] != "ok":
+                skipped += 1
+                continue
+            late = parse_iso(row["started_at"]) - parse_iso(row["fire_at"])
+            lateness.append(late.total_seconds() * 1000)
+    return {"lateness": lateness, "anchors": anchors, "skipped": skipped, "home": home}
+
+
 def bench_apscheduler(
-    anchors: List[datetime], interval: int, duration: float, workers: int
+    anchors: List[datetime],
+    interval: int,
+    duration: float,
+    workers: int,
+    command: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -112,6 +176,10 @@ def bench_apscheduler(
         now = datetime.now(UTC)
         k = math.floor((now - anchor).total_seconds() / interval)
         due = anchor + timedelta(seconds=k * interval)
+        if command is not None:
+            import subprocess
+
+            subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True)
         with lock:
             lateness.append((now - due).total_seconds() * 1000)
 
@@ -143,6 +211,12 @@ def main() -> int:
         "all jobs fall due within a fraction of a second: a burst)",
     )
     parser.add_argument(
+        "--command",
+        action="store_true",
+        help="command jobs (sh -c true) through a real 'hermes-cron daemon'; APScheduler "
+        "runs the same command in its job",
+    )
+    parser.add_argument(
         "--tmp", metavar="DIR", help="create HERMES_HOME under DIR (e.g. /dev/shm; default: TMPDIR)"
     )
     args = parser.parse_args()
@@ -152,10 +226,16 @@ def main() -> int:
         f"{args.workers} workers, {'spread' if args.spread else 'burst'}; "
         f"HERMES_HOME under {args.tmp or tempfile.gettempdir()}"
     )
-    mine = bench_hermes(
-        args.jobs, args.interval, args.duration, args.workers, args.tmp, args.spread
-    )
-    theirs = bench_apscheduler(mine["anchors"], args.interval, args.duration, args.workers)
+    command = ["sh", "-c", "true"] if args.command else None
+    if command is not None:
+        mine = bench_hermes_daemon(
+            args.jobs, args.interval, args.duration, args.workers, args.tmp, args.spread, command
+        )
+    else:
+        mine = bench_hermes(
+            args.jobs, args.interval, args.duration, args.workers, args.tmp, args.spread
+        )
+    theirs = bench_apscheduler(mine["anchors"], args.interval, args.duration, args.workers, command)
     expected = int(args.jobs * args.duration / args.interval)
     rows = [("hermes-cron built-in", mine["lateness"]), ("APScheduler 3", theirs["lateness"])]
     print(
@@ -175,8 +255,8 @@ def main() -> int:
     for key in ("p50", "p99", "max"):
         ratio = a[key] / b[key] if b[key] else math.inf
         print(f"ratio hermes-cron / APScheduler {key}: {ratio:.2f}")
-    goal = a["p99"] <= b["p99"] and a["p99"] < 50
-    print(f"goal (p99 <= APScheduler's and < 50 ms): {'met' if goal else 'NOT met'}")
+    goal = a["p99"] <= GOAL_RATIO * b["p99"] and a["p99"] < 50
+    print(f"goal (p99 <= {GOAL_RATIO}x APScheduler's and < 50 ms): {'met' if goal else 'NOT met'}")
     return 0
 
 

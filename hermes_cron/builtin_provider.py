@@ -9,8 +9,10 @@ The loop (``start``):
 1. catch-up: ``store.catch_up()`` records missed fires and interrupted runs;
 2. repeat until ``stop_event`` is set:
 
-   * ``now = clock.now()``; once the earliest fire is ``PRECLAIM_LEAD`` (50 ms)
-     away, claim every fire due within ``PRECLAIM`` (0.25 s) in one locked write
+   * ``now = clock.now()``; once the earliest fire is the claim lead away
+     (``PRECLAIM_LEAD``, 50 ms, or three times the slowest recent claim write when
+     that is longer, up to 0.25 s), claim every fire due within ``PRECLAIM``
+     (0.25 s) past that lead in one locked write
      (``store.claim_many`` with a fresh owner token), in the loop thread. A
      claim for a fire still in the future goes to the dispatcher thread, which
      hands it to the worker pool at its due time; anything else that needs
@@ -21,7 +23,7 @@ The loop (``start``):
      finished run to a ``runner.RunRecorder`` (output, ledger row,
      ``finish_run``, many runs per write) and is free for the next due job at
      once;
-   * sleep with ``clock.wait`` until ``PRECLAIM_LEAD`` before the earliest
+   * sleep with ``clock.wait`` until the claim lead before the earliest
      unclaimed ``next_run_at``, but at most ``POLL_CAP`` (1 s): a change to
      ``jobs.json`` by another process is noticed within a second (the store
      re-reads only when the file's stat token changed), and a suspend or a
@@ -29,8 +31,9 @@ The loop (``start``):
      There is no fixed tick and no one-minute floor. ``on_jobs_changed`` in
      this process wakes the loop at once.
 
-   Claiming up to 0.25 s ahead means the overlap rule is applied then, and a
-   job paused or removed in the last 0.25 s before its fire still runs that fire.
+   Claiming ahead means the overlap rule is applied then, and a job paused or
+   removed in the last 0.25 s before its fire (up to 0.5 s when claim writes are
+   slow) still runs that fire.
 
    Wall time is read again after every wake, so a clock jump or a suspend goes
    through the store's missed-run policy (one coalesced catch-up within
@@ -55,6 +58,7 @@ next catch-up records it as interrupted.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -63,7 +67,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import attrs
 
@@ -304,6 +308,8 @@ class BuiltinLoop:
         self._last_heartbeat = float("-inf")
         self._last_reconcile = float("-inf")
         self._started_at: Optional[datetime] = None
+        #: Durations (s) of the last claim writes, for the claim lead (``_lead``).
+        self._claim_times: Deque[float] = collections.deque(maxlen=8)
         self.workers = _Workers(_max_workers(ctx), self._execute)
         #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
         #: so a worker is free for the next due job as soon as its job has run.
@@ -385,14 +391,17 @@ class BuiltinLoop:
             self.catch_up()
         store, clock = self.ctx.store, self.ctx.clock
         now = clock.now()
-        # Claim when the earliest unclaimed fire is within PRECLAIM_LEAD, and then every
-        # fire due within PRECLAIM, so claims are written in batches, not one per wake.
-        due = store.due(now + timedelta(seconds=PRECLAIM_LEAD))
+        # Claim when the earliest unclaimed fire is within the lead, and then every fire
+        # due within PRECLAIM past it, so claims are written in batches, not one per wake.
+        lead = self._lead()
+        due = store.due(now + timedelta(seconds=lead))
         if due:
-            due = store.due(now + timedelta(seconds=PRECLAIM))
+            due = store.due(now + timedelta(seconds=lead - PRECLAIM_LEAD + PRECLAIM))
         progressed = False
         if due:
+            began = time.monotonic()
             claims = store.claim_many(due, new_owner_token())
+            self._claim_times.append(time.monotonic() - began)
             observers_of(self.ctx).claimed(claims)
             for claim in claims:
                 if claim.outcome == WON and claim.due > now and self.dispatcher is not None:
@@ -412,9 +421,18 @@ class BuiltinLoop:
         now = clock.now()
         if nxt <= now and due and not progressed:
             return STUCK_BACKOFF
-        delay = (nxt - now).total_seconds() - PRECLAIM_LEAD
+        delay = (nxt - now).total_seconds() - self._lead()
         # A hair past the wake time, so a wake-up never lands just before it.
         return min(POLL_CAP, max(0.0, delay + 0.0002))
+
+    def _lead(self) -> float:
+        """How far ahead of the earliest unclaimed fire to claim: PRECLAIM_LEAD, or
+        three times the slowest of the last claim writes when that is longer (a big
+        jobs.json, or a lock shared with run recording), up to PRECLAIM. A claim
+        must be written before its fire is due, or every run in the batch starts late.
+        """
+        slowest = max(self._claim_times, default=0.0)
+        return min(PRECLAIM, max(PRECLAIM_LEAD, 3.0 * slowest))
 
     # -- the loop ----------------------------------------------------------------
 
@@ -434,6 +452,8 @@ class BuiltinLoop:
         )
         watcher.start()
         self.dispatcher = _Dispatcher(ctx.clock, self.workers.submit)
+        # A store that hears other processes' changes (PostgreSQL) wakes the loop at once.
+        ctx.store.add_listener(self.wake.set)
         self.heartbeat(force=True)
         failures = 0
         try:
@@ -452,6 +472,8 @@ class BuiltinLoop:
             except Exception as exc:
                 failures += 1
                 timeout = min(30.0, 0.5 * 2 ** (failures - 1))
+                # Once the store answers again, catch up first (missed-run policy).
+                self._last_reconcile = float("-inf")
                 log.error("scheduler iteration failed (retry in %.1f s): %s", timeout, exc)
                 if failures == 1 or failures % 10 == 0:
                     self._record(f"scheduler iteration failed: {type(exc).__name__}: {exc}")

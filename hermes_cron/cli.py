@@ -621,6 +621,63 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_export(args: argparse.Namespace) -> int:
+    service = _service(args)
+    document = service.export_jobs()
+    # The jobs.json layout: one record per line, so a diff of two exports reads well.
+    records = [json.dumps(r, ensure_ascii=False) for r in document["jobs"]]
+    body = ",\n    ".join(records)
+    text = '{\n  "version": 1,\n  "jobs": [' + (f"\n    {body}\n  " if records else "") + "]\n}\n"
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    from .lock import atomic_write
+
+    try:
+        atomic_write(args.output, text.encode("utf-8"))
+    except OSError as exc:
+        raise UsageError(
+            f"store export: cannot write {args.output}: {exc.strerror or exc}"
+        ) from None
+    count = len(records)
+    sys.stderr.write(f"{PROG}: exported {count} job{'s' if count != 1 else ''} to {args.output}\n")
+    return 0
+
+
+def cmd_store_import(args: argparse.Namespace) -> int:
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise UsageError(f"store import: cannot read {args.file}: {reason}") from None
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{args.file}: not valid JSON: {exc}; nothing was imported") from None
+    service = _service(args)
+    result = service.import_jobs(document, replace=args.replace, source=args.file)
+    if args.json:
+        _print_json(result)
+        return 0
+    done, kept = result["imported"], result["kept"]
+    sys.stdout.write(f"imported {len(done)} job{'s' if len(done) != 1 else ''}\n")
+    if kept:
+        sys.stdout.write(
+            f"left alone {len(kept)} already in the store (use --replace): {' '.join(kept)}\n"
+        )
+    return 0
+
+
+def cmd_store_init(args: argparse.Namespace) -> int:
+    message = _service(args).init_store()
+    if args.json:
+        _print_json({"store": message.split(": ", 1)[0], "result": message.split(": ", 1)[-1]})
+    else:
+        sys.stdout.write(message + "\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # The parser
 
@@ -736,7 +793,28 @@ def build_parser() -> argparse.ArgumentParser:
         "plugins", cmd_plugins, "every discovered plugin (provider or extension), and if it loaded"
     )
     command("status", cmd_status, "active provider, heartbeat, last error, next due jobs")
+
+    p = command("store", _store_usage, "export, import or initialise the job store")
+    store = p.add_subparsers(dest="store_command", metavar="SUBCOMMAND", parser_class=_Parser)
+
+    def store_command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        q = store.add_parser(name, parents=[common], help=help_text, description=help_text)
+        q.set_defaults(func=func)
+        return q
+
+    q = store_command("export", cmd_store_export, "write every job in the jobs.json format")
+    q.add_argument("--output", "-o", metavar="FILE", help="write to FILE (default: stdout)")
+    q = store_command("import", cmd_store_import, "add the jobs of a jobs.json-format file")
+    q.add_argument("file", metavar="FILE", help="a file written by store export (or a jobs.json)")
+    q.add_argument("--replace", action="store_true", help="replace jobs whose id is already there")
+    store_command("init", cmd_store_init, "create or upgrade the store's schema (PostgreSQL)")
     return parser
+
+
+def _store_usage(args: argparse.Namespace) -> int:
+    raise UsageError(
+        f"store: a subcommand is required: export, import or init (see {PROG} store --help)"
+    )
 
 
 def _split_command(argv: Sequence[str]) -> tuple[List[str], Optional[List[str]]]:

@@ -40,6 +40,14 @@ class StoreCorruptError(StoreError):
     """``jobs.json`` is not valid; it is never overwritten while in this state."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached (PostgreSQL down or unreachable): the message is one
+    line naming the store without its password. The CLI exits 1, not 2: the command
+    was fine, the store was not there."""
+
+    exit_code = 1
+
+
 class LockTimeoutError(StoreError):
     """The cross-process lock was not acquired within its bound."""
 

@@ -514,6 +514,57 @@ class CronService:
         handle.thread.start()
         return handle
 
+    # -- moving between stores ----------------------------------------------------------
+
+    def export_jobs(self) -> Dict[str, Any]:
+        """Every record of the store (quarantined ones as they are) as a ``jobs.json``
+        document ``{"version": 1, "jobs": [...]}``."""
+        return {"version": 1, "jobs": self.store.export_records()}
+
+    def import_jobs(
+        self, document: Any, *, replace: bool = False, source: str = ""
+    ) -> Dict[str, Any]:
+        """Add the jobs of a ``jobs.json`` document, keeping ids, schedules, options, state
+        and next run times; claims are dropped. An id already in the store is left alone
+        unless ``replace``. Returns ``{"imported": [ids], "kept": [ids]}``.
+
+        :raises UsageError: the document or one of its records is invalid (nothing is
+            imported); ``source`` names it in the message.
+        """
+        from .store.records import Invalid
+        from .store.rules import imported
+
+        where = f"{source}: " if source else ""
+        if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
+            raise UsageError(
+                f'{where}expected a jobs.json document {{"version": 1, "jobs": [...]}}'
+            )
+        version = document.get("version")
+        if version != 1 or isinstance(version, bool):
+            raise UsageError(f"{where}unsupported version {version!r} (this hermes-cron reads 1)")
+        records = document["jobs"]
+        for index, record in enumerate(records):
+            try:
+                imported(record)
+            except Invalid as exc:
+                job_id = record.get("id") if isinstance(record, dict) else None
+                named = f" (id {job_id!r})" if isinstance(job_id, str) else ""
+                raise UsageError(
+                    f"{where}record #{index + 1}{named}: {exc}; nothing was imported"
+                ) from None
+        done, kept = self.store.import_records(records, replace=replace)
+        if done:
+            self.notify(done)
+        return {"imported": done, "kept": kept}
+
+    def init_store(self) -> str:
+        """Create or upgrade the store's schema (``hermes-cron store init``); says what
+        was done. The file store has nothing to create."""
+        init = getattr(self.store, "init_schema", None)
+        if init is None:
+            return f"{self.store.describe()}: nothing to create (the file store needs no setup)"
+        return f"{self.store.describe()}: {init()}"
+
     # -- observers, metrics, shutdown ------------------------------------------------
 
     @property
@@ -546,9 +597,13 @@ class CronService:
         server, self._metrics_server = self._metrics_server, None
         if server is not None:
             server.close()
-        if not self.ctx.observers_started:
-            return True  # no row was recorded through this service
-        return self.ctx.observers.close(timeout)
+        delivered = True
+        if self.ctx.observers_started:  # else no row was recorded through this service
+            delivered = self.ctx.observers.close(timeout)
+        # Last: the observers' reports were written; now release the store's
+        # connections and threads (PostgreSQL; nothing for the file store).
+        self.store.close()
+        return delivered
 
     def __enter__(self) -> CronService:
         return self

@@ -112,7 +112,6 @@ def example_import_path() -> Path:
     return folder
 
 
-
 def child_env(home: Path) -> Dict[str, str]:
     env = dict(os.environ)
     env["HERMES_HOME"] = str(home)

@@ -1,10 +1,11 @@
-"""Missed runs after downtime: one coalesced catch-up per job, misses recorded, O(1)."""
+"""Missed runs after downtime: one coalesced catch-up per job, misses recorded, O(1), on
+every store backend."""
 
 from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 from helpers.storekit import fire_time, make_ctx, sched
@@ -17,13 +18,33 @@ from hermes_cron.store import MISSED, WON
 from hermes_cron.timeutil import parse_iso, to_iso
 
 
+@pytest.fixture
+def new_ctx(
+    paths: HomePaths, clock: FakeClock, store_kind: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
+    """``new_ctx(**store_kwargs)``: a CronContext on a store of ``store_kind``."""
+    url = request.getfixturevalue("pg_url") if store_kind == "postgresql" else None
+    made: List[Any] = []
+
+    def make(**kwargs: Any) -> Any:
+        ctx = make_ctx(paths, clock, url=url, **kwargs)
+        made.append(ctx.store)
+        return ctx
+
+    yield make
+    for store in made:
+        store.close()
+
+
 def _fire_everything_due(ctx: Any) -> List[RunResult]:
     """What a provider does: fire each due job once (through the shared body)."""
     return [run_one_job(ctx, job_id, to_iso(at)) for job_id, at in ctx.store.due(ctx.clock.now())]
 
 
-def test_three_day_downtime_runs_each_job_once(paths: HomePaths, clock: FakeClock) -> None:
-    ctx = make_ctx(paths, clock)
+def test_three_day_downtime_runs_each_job_once(
+    new_ctx: Callable[..., Any], clock: FakeClock
+) -> None:
+    ctx = new_ctx()
     fast = ctx.store.add(sched("every 1s", clock), command=["true"], name="fast")
     ten = ctx.store.add(sched("every 10m", clock), command=["true"], name="ten")
     hourly = ctx.store.add(sched("0 * * * *", clock), command=["true"], name="hourly")
@@ -50,9 +71,9 @@ def test_three_day_downtime_runs_each_job_once(paths: HomePaths, clock: FakeCloc
 
 
 def test_beyond_grace_is_missed_and_the_schedule_resumes(
-    paths: HomePaths, clock: FakeClock
+    new_ctx: Callable[..., Any], clock: FakeClock
 ) -> None:
-    ctx = make_ctx(paths, clock, misfire_grace=3600)
+    ctx = new_ctx(misfire_grace=3600)
     daily = ctx.store.add(sched("0 9 * * *", clock), command=["true"], name="daily")
     strict = ctx.store.add(sched("every 10m", clock), command=["true"], misfire_grace=60)
     once = ctx.store.add(sched("+2h", clock), command=["true"])
@@ -79,8 +100,10 @@ def test_beyond_grace_is_missed_and_the_schedule_resumes(
     assert run_one_job(ctx, strict["id"], to_iso(clock.now())).status == "ok"
 
 
-def test_catch_up_at_start_records_misses_in_one_write(paths: HomePaths, clock: FakeClock) -> None:
-    ctx = make_ctx(paths, clock, misfire_grace=600)
+def test_catch_up_at_start_records_misses_in_one_write(
+    new_ctx: Callable[..., Any], clock: FakeClock
+) -> None:
+    ctx = new_ctx(misfire_grace=600)
     jobs = [ctx.store.add(sched("every 1h", clock), command=["true"]) for _ in range(3)]
     within = ctx.store.add(sched("every 1h", clock), command=["true"], misfire_grace=7200)
     clock.advance(3600 + 1800)  # 30 min after the fire: beyond 600 s, within 7200 s
@@ -96,9 +119,9 @@ def test_catch_up_at_start_records_misses_in_one_write(paths: HomePaths, clock: 
 
 
 def test_catch_up_costs_o1_per_job(
-    paths: HomePaths, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    new_ctx: Callable[..., Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = make_ctx(paths, clock)
+    ctx = new_ctx()
     job = ctx.store.add(sched("every 1s", clock), command=["true"])
     cron = ctx.store.add(sched("* * * * *", clock), command=["true"])
     calls = {"next_after": 0, "latest_at_or_before": 0}

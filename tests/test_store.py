@@ -1,11 +1,17 @@
-"""The job store: records, mutations, caching, atomic writes."""
+"""The job store: records, mutations, caching, atomic writes.
+
+Tests taking ``store`` run on every backend (``store_kind``: json, postgresql); the
+``file_store`` ones check what only ``jobs.json`` has (its bytes, its stat cache).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import stat
+import sys
 from datetime import timedelta
+from typing import Any, Callable
 
 import pytest
 from helpers.contract import JOB_FIELDS
@@ -20,20 +26,32 @@ from hermes_cron.timeutil import parse_iso
 
 
 @pytest.fixture
-def store(paths: HomePaths, clock: FakeClock) -> JobStore:
+def store(make_store: Callable[..., Any]) -> Any:
+    return make_store()
+
+
+@pytest.fixture
+def file_store(paths: HomePaths, clock: FakeClock) -> JobStore:
     return new_store(paths, clock)
 
 
-def test_missing_file_is_an_empty_store(store: JobStore) -> None:
+def test_a_new_store_is_empty(store: Any) -> None:
     assert store.list_jobs() == []
     assert store.snapshot().quarantined == []
     assert store.due(store.clock.now()) == []
     assert store.next_due_at() is None
-    assert store.change_token() == (0, 0, 0)
-    assert not store.path.exists()
+    assert store.upcoming(5) == []
+    assert store.export_records() == []
+    assert store.runs.read() == []
 
 
-def test_add_writes_the_documented_record(store: JobStore, clock: FakeClock) -> None:
+def test_missing_file_is_an_empty_store(file_store: JobStore) -> None:
+    assert file_store.list_jobs() == []
+    assert file_store.change_token() == (0, 0, 0)
+    assert not file_store.path.exists()
+
+
+def test_add_writes_the_documented_record(store: Any, clock: FakeClock, store_kind: str) -> None:
     job = store.add(sched("every 90s", clock), command=["echo", "hello world"])
     assert JOB_FIELDS <= set(job)
     assert re.fullmatch(r"[a-z0-9]{10}", job["id"])
@@ -44,13 +62,16 @@ def test_add_writes_the_documented_record(store: JobStore, clock: FakeClock) -> 
     assert parse_iso(job["next_run_at"]) == clock.now() + timedelta(seconds=90)
     assert job["fire_claim"] is None and job["last_status"] is None
     assert parse_iso(job["created_at"]) == clock.now()
-    doc = json.loads(store.path.read_text())
-    assert doc["version"] == 1 and doc["jobs"] == [job]
-    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store.export_records() == [job]
+    assert list(store.export_records()[0]) == list(job)  # the same field order
+    if store_kind == "json":
+        doc = json.loads(store.path.read_text())
+        assert doc["version"] == 1 and doc["jobs"] == [job]
+        assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert store.get(job["id"]) == job
 
 
-def test_add_prompt_job_with_repeat_and_name(store: JobStore, clock: FakeClock) -> None:
+def test_add_prompt_job_with_repeat_and_name(store: Any, clock: FakeClock) -> None:
     job = store.add(
         sched("0 9 * * *", clock, tz="Europe/Paris"),
         prompt="Summarise the news\nin three lines",
@@ -70,7 +91,7 @@ def test_add_prompt_job_with_repeat_and_name(store: JobStore, clock: FakeClock) 
     assert len(long["name"]) <= 60
 
 
-def test_one_shot_next_run_is_its_time(store: JobStore, clock: FakeClock) -> None:
+def test_one_shot_next_run_is_its_time(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("+90s", clock), command=["true"])
     assert parse_iso(job["next_run_at"]) == clock.now() + timedelta(seconds=90)
 
@@ -91,29 +112,29 @@ def test_one_shot_next_run_is_its_time(store: JobStore, clock: FakeClock) -> Non
     ],
 )
 def test_add_rejects_bad_input_and_writes_nothing(
-    store: JobStore, clock: FakeClock, kwargs: dict, message: str
+    store: Any, clock: FakeClock, kwargs: dict, message: str
 ) -> None:
     with pytest.raises(UsageError, match=message):
         store.add(sched("every 1h", clock), **kwargs)
-    assert not store.path.exists()
+    assert store.export_records() == []
 
 
-def test_repeat_is_refused_on_a_one_shot(store: JobStore, clock: FakeClock) -> None:
+def test_repeat_is_refused_on_a_one_shot(store: Any, clock: FakeClock) -> None:
     with pytest.raises(UsageError, match="recurring"):
         store.add(sched("+5m", clock), command=["a"], repeat=2)
 
 
 def test_ids_are_unique_even_when_the_generator_collides(
-    store: JobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first = store.add(sched("every 1h", clock), command=["a"])
     sequence = iter([first["id"], first["id"], "freshid000"])
-    monkeypatch.setattr(store_mod, "new_id", lambda: next(sequence))
+    monkeypatch.setattr(sys.modules[type(store).__module__], "new_id", lambda: next(sequence))
     second = store.add(sched("every 1h", clock), command=["b"])
     assert second["id"] == "freshid000"
 
 
-def test_unknown_id_raises_job_not_found(store: JobStore, clock: FakeClock) -> None:
+def test_unknown_id_raises_job_not_found(store: Any, clock: FakeClock) -> None:
     store.add(sched("every 1h", clock), command=["a"])
     for call in (store.get, store.pause, store.resume, store.remove):
         with pytest.raises(JobNotFoundError, match="no job with id 'nope'"):
@@ -122,7 +143,7 @@ def test_unknown_id_raises_job_not_found(store: JobStore, clock: FakeClock) -> N
         store.update("nope", name="x")
 
 
-def test_pause_resume_keeps_interval_rate(store: JobStore, clock: FakeClock) -> None:
+def test_pause_resume_keeps_interval_rate(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     anchor = clock.now()
     paused = store.pause(job["id"])
@@ -137,16 +158,14 @@ def test_pause_resume_keeps_interval_rate(store: JobStore, clock: FakeClock) -> 
     assert parse_iso(resumed["next_run_at"]) == anchor + timedelta(minutes=40)
 
 
-def test_pause_and_resume_are_idempotent_without_rewriting(
-    store: JobStore, clock: FakeClock
-) -> None:
+def test_pause_and_resume_are_idempotent_without_rewriting(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     store.pause(job["id"])
     token = store.change_token()
-    data = store.path.read_bytes()
+    before = store.export_records()
     clock.advance(60)
     assert store.pause(job["id"])["state"] == "paused"
-    assert store.change_token() == token and store.path.read_bytes() == data
+    assert store.change_token() == token and store.export_records() == before
     store.resume(job["id"])
     token = store.change_token()
     assert store.resume(job["id"])["state"] == "scheduled"
@@ -156,7 +175,7 @@ def test_pause_and_resume_are_idempotent_without_rewriting(
 
 
 def test_completed_job_cannot_be_resumed_or_paused_but_can_be_removed(
-    store: JobStore, clock: FakeClock
+    store: Any, clock: FakeClock
 ) -> None:
     job = store.add(sched("+1m", clock), command=["a"])
     clock.advance(60)
@@ -175,7 +194,7 @@ def test_completed_job_cannot_be_resumed_or_paused_but_can_be_removed(
     assert store.list_jobs(include_completed=True) == []
 
 
-def test_remove_keeps_the_others(store: JobStore, clock: FakeClock) -> None:
+def test_remove_keeps_the_others(store: Any, clock: FakeClock) -> None:
     ids = [store.add(sched("every 1h", clock), command=["a", str(i)])["id"] for i in range(4)]
     store.remove(ids[1])
     assert [j["id"] for j in store.list_jobs()] == [ids[0], ids[2], ids[3]]
@@ -183,7 +202,7 @@ def test_remove_keeps_the_others(store: JobStore, clock: FakeClock) -> None:
     assert store.get(ids[3])["state"] == "paused"
 
 
-def test_update_changes_only_what_it_means_to(store: JobStore, clock: FakeClock) -> None:
+def test_update_changes_only_what_it_means_to(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 1h", clock), command=["a"])
     clock.advance(90)
     changed = store.update(job["id"], name="renamed", timeout=5)
@@ -207,7 +226,8 @@ def test_update_changes_only_what_it_means_to(store: JobStore, clock: FakeClock)
     assert switched["command"] is None and switched["prompt"] == "now a prompt"
 
 
-def test_untouched_records_keep_their_bytes(store: JobStore, clock: FakeClock) -> None:
+def test_untouched_records_keep_their_bytes(file_store: JobStore, clock: FakeClock) -> None:
+    store = file_store
     a = store.add(sched("every 1h", clock), command=["a"])
     b = store.add(sched("every 1h", clock), command=["b"])
     # Hand-edit record a into a different (valid) layout with an extra field.
@@ -230,8 +250,9 @@ def test_untouched_records_keep_their_bytes(store: JobStore, clock: FakeClock) -
 
 
 def test_reads_are_cached_on_the_file_stat(
-    store: JobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    file_store: JobStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = file_store
     for i in range(3):
         store.add(sched("every 1h", clock), command=["a", str(i)])
     fresh = new_store(store.paths, clock)
@@ -248,7 +269,7 @@ def test_reads_are_cached_on_the_file_stat(
     assert len(calls) == 2
 
 
-def test_returned_records_are_private_copies(store: JobStore, clock: FakeClock) -> None:
+def test_returned_records_are_private_copies(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 1h", clock), command=["a"])
     job["name"] = "mutated"
     got = store.get(job["id"])
@@ -260,7 +281,7 @@ def test_returned_records_are_private_copies(store: JobStore, clock: FakeClock) 
     assert again["state"] == "scheduled"
 
 
-def test_due_and_next_due_at(store: JobStore, clock: FakeClock) -> None:
+def test_due_and_next_due_at(store: Any, clock: FakeClock) -> None:
     a = store.add(sched("every 10m", clock), command=["a"])
     b = store.add(sched("every 5m", clock), command=["b"])
     c = store.add(sched("every 1m", clock), command=["c"])
@@ -272,7 +293,8 @@ def test_due_and_next_due_at(store: JobStore, clock: FakeClock) -> None:
     assert store.upcoming(1) == [(b["id"], clock.now() + timedelta(minutes=5))]
 
 
-def test_temp_files_from_a_dead_writer_are_cleaned(store: JobStore, clock: FakeClock) -> None:
+def test_temp_files_from_a_dead_writer_are_cleaned(file_store: JobStore, clock: FakeClock) -> None:
+    store = file_store
     store.add(sched("every 1h", clock), command=["a"])
     leftover = store.path.parent / ".jobs.json.abc123.tmp"
     leftover.write_text("half a write")
@@ -280,7 +302,17 @@ def test_temp_files_from_a_dead_writer_are_cleaned(store: JobStore, clock: FakeC
     assert not leftover.exists()
 
 
-def test_from_config_reads_cron_keys(paths: HomePaths, clock: FakeClock) -> None:
-    cfg = {"cron": {"claim_ttl": 42, "misfire_grace": 7}}
-    store = JobStore.from_config(paths, cfg, clock=clock)
-    assert store.claim_ttl == 42.0 and store.misfire_grace == 7.0
+def test_from_config_reads_cron_keys(
+    paths: HomePaths, clock: FakeClock, store_kind: str, request: pytest.FixtureRequest
+) -> None:
+    from hermes_cron.store import open_store
+
+    cfg: dict = {"cron": {"claim_ttl": 42, "misfire_grace": 7}}
+    if store_kind == "postgresql":
+        cfg["cron"]["store"] = request.getfixturevalue("pg_url")
+    store = open_store(paths, cfg, clock=clock)
+    try:
+        assert store.claim_ttl == 42.0 and store.misfire_grace == 7.0
+        assert store.describe().startswith("json:" if store_kind == "json" else "postgresql://")
+    finally:
+        store.close()

@@ -1,31 +1,33 @@
-"""Claims: the compare-and-set that decides who runs a fire."""
+"""Claims: the compare-and-set that decides who runs a fire (on every store backend)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, Callable
 
 import pytest
-from helpers.storekit import fire_time, new_store, sched
+from helpers.storekit import counting_writes, fire_time, sched
 
 from hermes_cron.clock import FakeClock
 from hermes_cron.errors import UsageError
-from hermes_cron.paths import HomePaths
-from hermes_cron.store import GONE, INACTIVE, LOST, MISSED, SKIPPED, WON, JobStore
+from hermes_cron.store import GONE, INACTIVE, LOST, MISSED, SKIPPED, WON
 from hermes_cron.timeutil import parse_iso, to_iso
 
 
 @pytest.fixture
-def store(paths: HomePaths, clock: FakeClock) -> JobStore:
-    return new_store(paths, clock, claim_ttl=300, misfire_grace=3600)
+def store(make_store: Callable[..., Any]) -> Any:
+    return make_store(claim_ttl=300, misfire_grace=3600)
 
 
-def test_won_claim_is_written_before_returning(store: JobStore, clock: FakeClock) -> None:
+def test_won_claim_is_written_before_returning(
+    store: Any, clock: FakeClock, make_store: Callable[..., Any]
+) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
     claim = store.claim(job["id"], due, "owner-1")
     assert claim.outcome == WON and claim.won and claim.fire_at == due and claim.reason == ""
-    on_disk = new_store(store.paths, clock).get(job["id"])  # what another process sees
+    on_disk = make_store().get(job["id"])  # what another process sees
     assert on_disk["fire_claim"] == {
         "fire_at": to_iso(due),
         "owner": "owner-1",
@@ -35,7 +37,7 @@ def test_won_claim_is_written_before_returning(store: JobStore, clock: FakeClock
     assert claim.job == on_disk
 
 
-def test_fire_at_is_compared_as_an_instant(store: JobStore, clock: FakeClock) -> None:
+def test_fire_at_is_compared_as_an_instant(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
@@ -45,7 +47,7 @@ def test_fire_at_is_compared_as_an_instant(store: JobStore, clock: FakeClock) ->
     assert store.claim(job["id"], same_instant, "me").outcome == WON
 
 
-def test_duplicate_and_mismatched_fires_are_lost(store: JobStore, clock: FakeClock) -> None:
+def test_duplicate_and_mismatched_fires_are_lost(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
@@ -58,7 +60,7 @@ def test_duplicate_and_mismatched_fires_are_lost(store: JobStore, clock: FakeClo
     assert wrong.outcome == LOST
 
 
-def test_gone_and_inactive(store: JobStore, clock: FakeClock) -> None:
+def test_gone_and_inactive(store: Any, clock: FakeClock) -> None:
     assert store.claim("nope", clock.now(), "me").outcome == GONE
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
@@ -75,7 +77,7 @@ def test_gone_and_inactive(store: JobStore, clock: FakeClock) -> None:
 
 
 def test_early_claim_is_refused_but_a_few_seconds_are_tolerated(
-    store: JobStore, clock: FakeClock
+    store: Any, clock: FakeClock
 ) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
@@ -88,7 +90,7 @@ def test_early_claim_is_refused_but_a_few_seconds_are_tolerated(
     assert fire_time(store, job["id"]) == due + timedelta(minutes=10)
 
 
-def test_overlap_skips_while_a_fresh_claim_runs(store: JobStore, clock: FakeClock) -> None:
+def test_overlap_skips_while_a_fresh_claim_runs(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 1m", clock), command=["a"])
     first = fire_time(store, job["id"])
     clock.set(first)
@@ -108,7 +110,7 @@ def test_overlap_skips_while_a_fresh_claim_runs(store: JobStore, clock: FakeCloc
     assert store.claim(job["id"], fire_time(store, job["id"]), "later").won
 
 
-def test_stale_claim_is_taken_over(store: JobStore, clock: FakeClock) -> None:
+def test_stale_claim_is_taken_over(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
@@ -126,7 +128,7 @@ def test_stale_claim_is_taken_over(store: JobStore, clock: FakeClock) -> None:
     assert store.get(job["id"])["fire_claim"]["owner"] == "new"
 
 
-def test_future_dated_claim_is_stale(store: JobStore, clock: FakeClock) -> None:
+def test_future_dated_claim_is_stale(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due + timedelta(minutes=10))
@@ -135,7 +137,7 @@ def test_future_dated_claim_is_stale(store: JobStore, clock: FakeClock) -> None:
     assert store.claim(job["id"], due, "now").outcome == WON
 
 
-def test_claim_ttl_boundary(store: JobStore, clock: FakeClock) -> None:
+def test_claim_ttl_boundary(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 1m", clock), command=["a"])
     assert store.claim_manual(job["id"], "runner").won
     clock.advance(299)
@@ -144,7 +146,7 @@ def test_claim_ttl_boundary(store: JobStore, clock: FakeClock) -> None:
     assert store.claim_manual(job["id"], "other").won
 
 
-def test_renewal_keeps_a_long_run_from_takeover(store: JobStore, clock: FakeClock) -> None:
+def test_renewal_keeps_a_long_run_from_takeover(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 2m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
@@ -160,7 +162,7 @@ def test_renewal_keeps_a_long_run_from_takeover(store: JobStore, clock: FakeCloc
     assert store.finish_run(job["id"], "long", status="ok", error=None, started_at=due)
 
 
-def test_finish_is_owner_only(store: JobStore, clock: FakeClock) -> None:
+def test_finish_is_owner_only(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 10m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
@@ -177,7 +179,7 @@ def test_finish_is_owner_only(store: JobStore, clock: FakeClock) -> None:
         store.finish_run(job["id"], "owner", status="skipped", error=None, started_at=due)
 
 
-def test_one_shot_completes(store: JobStore, clock: FakeClock) -> None:
+def test_one_shot_completes(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("+30m", clock), command=["a"])
     due = fire_time(store, job["id"])
     clock.set(due)
@@ -189,7 +191,7 @@ def test_one_shot_completes(store: JobStore, clock: FakeClock) -> None:
     assert store.claim(job["id"], due, "again").outcome == INACTIVE
 
 
-def test_repeat_n_completes_after_n_runs(store: JobStore, clock: FakeClock) -> None:
+def test_repeat_n_completes_after_n_runs(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 1m", clock), command=["a"], repeat=3)
     for n in range(1, 4):
         due = fire_time(store, job["id"])
@@ -203,7 +205,7 @@ def test_repeat_n_completes_after_n_runs(store: JobStore, clock: FakeClock) -> N
     assert final["next_run_at"] is None and final["repeat"] == {"times": 3, "completed": 3}
 
 
-def test_missed_and_skipped_do_not_count_toward_repeat(store: JobStore, clock: FakeClock) -> None:
+def test_missed_and_skipped_do_not_count_toward_repeat(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 1h", clock), command=["a"], repeat=2, misfire_grace=60)
     due = fire_time(store, job["id"])
     clock.set(due + timedelta(minutes=5))
@@ -216,7 +218,7 @@ def test_missed_and_skipped_do_not_count_toward_repeat(store: JobStore, clock: F
 
 
 def test_manual_claim_does_not_advance_and_refuses_while_running(
-    store: JobStore, clock: FakeClock
+    store: Any, clock: FakeClock
 ) -> None:
     job = store.add(sched("every 1h", clock), command=["a"], repeat=5)
     store.pause(job["id"])  # running a paused job by hand is allowed
@@ -233,33 +235,26 @@ def test_manual_claim_does_not_advance_and_refuses_while_running(
     assert store.claim_manual("nope", "x").outcome == GONE
 
 
-def test_manual_run_of_a_one_shot_does_not_complete_it(store: JobStore, clock: FakeClock) -> None:
+def test_manual_run_of_a_one_shot_does_not_complete_it(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("+1h", clock), command=["a"])
     assert store.claim_manual(job["id"], "hand").won
     done = store.finish_run(job["id"], "hand", status="ok", error=None, started_at=clock.now())
     assert done["state"] == "scheduled" and done["next_run_at"] == job["next_run_at"]
 
 
-def test_claim_many_in_one_write(store: JobStore, clock: FakeClock) -> None:
+def test_claim_many_in_one_write(store: Any, clock: FakeClock) -> None:
     jobs = [store.add(sched("every 5m", clock), command=["a", str(i)]) for i in range(5)]
     store.pause(jobs[4]["id"])
     clock.advance(300)
-    writes = []
-    real = store._mutate
-
-    def counting(fn):  # type: ignore[no-untyped-def]
-        writes.append(1)
-        return real(fn)
-
-    store._mutate = counting  # type: ignore[method-assign]
     fires = [(j["id"], fire_time(store, j["id"])) for j in jobs]
-    claims = store.claim_many(fires + [("gone", clock.now())], "batch")
+    with counting_writes(store) as writes:
+        claims = store.claim_many(fires + [("gone", clock.now())], "batch")
     assert len(writes) == 1
     assert [c.outcome for c in claims] == [WON, WON, WON, WON, INACTIVE, GONE]
     assert store.claim_many([], "batch") == []
 
 
-def test_claim_needs_an_owner_and_an_aware_time(store: JobStore, clock: FakeClock) -> None:
+def test_claim_needs_an_owner_and_an_aware_time(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("every 5m", clock), command=["a"])
     with pytest.raises(UsageError, match="owner"):
         store.claim(job["id"], clock.now(), "")
@@ -267,7 +262,7 @@ def test_claim_needs_an_owner_and_an_aware_time(store: JobStore, clock: FakeCloc
         store.claim(job["id"], clock.now().replace(tzinfo=None), "me")
 
 
-def test_overlap_on_a_one_shot_during_a_manual_run(store: JobStore, clock: FakeClock) -> None:
+def test_overlap_on_a_one_shot_during_a_manual_run(store: Any, clock: FakeClock) -> None:
     job = store.add(sched("+10m", clock), command=["a"])
     clock.advance(590)
     assert store.claim_manual(job["id"], "hand").won
@@ -276,3 +271,53 @@ def test_overlap_on_a_one_shot_during_a_manual_run(store: JobStore, clock: FakeC
     assert skipped.outcome == SKIPPED
     assert store.get(job["id"])["state"] == "completed"
     assert store.due(clock.now() + timedelta(days=1)) == []
+
+
+@pytest.mark.parametrize("call", ["claim", "claim_many"])
+def test_racing_threads_claim_a_fire_exactly_once(
+    make_store: Callable[..., Any], clock: FakeClock, call: str
+) -> None:
+    """Threads with stores of their own (so, on PostgreSQL, sessions of their own)."""
+    import threading
+
+    setup = make_store()
+    job = setup.add(sched("every 1m", clock), command=["a"])
+    due = fire_time(setup, job["id"])
+    clock.set(due)
+    stores = [make_store() for _ in range(6)]
+    for s in stores:
+        s.snapshot()  # connected and warm before the start line
+    start = threading.Barrier(len(stores))
+    outcomes: list = []
+
+    def race(n: int) -> None:
+        start.wait()
+        if call == "claim":
+            outcomes.append(stores[n].claim(job["id"], due, f"t{n}").outcome)
+        else:
+            outcomes.append(stores[n].claim_many([(job["id"], due)], f"t{n}")[0].outcome)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == [LOST] * (len(stores) - 1) + [WON]
+    assert setup.get(job["id"])["fire_claim"]["owner"].startswith("t")
+
+
+def test_an_overlap_skip_claimed_ahead_of_time_moves_past_that_fire(
+    store: Any, clock: FakeClock
+) -> None:
+    """The loop claims up to a quarter second early: skipping that fire must not leave
+    it pending, or every wake before it is due would skip (and record) it again."""
+    job = store.add(sched("every 1m", clock), command=["a"])
+    first = fire_time(store, job["id"])
+    clock.set(first)
+    assert store.claim(job["id"], first, "slow").won
+    second = fire_time(store, job["id"])
+    clock.set(second - timedelta(seconds=0.2))
+    skipped = store.claim(job["id"], second, "early")
+    assert skipped.outcome == SKIPPED
+    assert fire_time(store, job["id"]) == second + timedelta(minutes=1)
+    assert store.claim(job["id"], second, "again").outcome == LOST

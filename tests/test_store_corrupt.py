@@ -1,14 +1,18 @@
-"""A corrupt jobs.json is never touched; a bad record is quarantined, the rest keep working."""
+"""A corrupt jobs.json is never touched; a bad record is quarantined, the rest keep working.
+
+The quarantine tests run on every store (a bad row edited by hand in PostgreSQL is
+quarantined like a bad record in jobs.json); the corrupt-file ones are about the file.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
-from helpers.storekit import new_store, sched
+from helpers.storekit import hand_edit, hand_insert, new_store, sched
 
 from hermes_cron.clock import FakeClock
 from hermes_cron.errors import StoreCorruptError, UsageError
@@ -119,17 +123,22 @@ BAD_RECORDS = [
 
 @pytest.mark.parametrize("label, change, fault", BAD_RECORDS, ids=[b[0] for b in BAD_RECORDS])
 def test_bad_record_is_quarantined_and_preserved(
-    paths: HomePaths, clock: FakeClock, label: str, change: object, fault: str
+    make_store: Callable[..., Any],
+    store_kind: str,
+    clock: FakeClock,
+    label: str,
+    change: object,
+    fault: str,
 ) -> None:
-    store = new_store(paths, clock)
+    store = make_store()
     good = store.add(sched("every 1h", clock), command=["good"])
     victim = store.add(sched("every 1h", clock), command=["victim"])
     other = store.add(sched("every 1h", clock), command=["other"])
     bad = change if not isinstance(change, dict) else {**victim, **change}
-    _write_jobs(paths.jobs, [good, bad, other])
+    hand_edit(store, victim["id"], bad)
     bad_text = json.dumps(bad)
 
-    fresh = new_store(paths, clock)
+    fresh = make_store()
     snap = fresh.snapshot()
     assert [j["id"] for j in snap.jobs] == [good["id"], other["id"]]
     assert len(snap.quarantined) == 1
@@ -146,10 +155,10 @@ def test_bad_record_is_quarantined_and_preserved(
     fresh.finish_run(other["id"], "me", status="ok", error=None, started_at=clock.now())
     fresh.remove(good["id"])
     fresh.catch_up()
-    text = paths.jobs.read_text()
-    assert bad_text in text
-    doc = json.loads(text)
-    assert doc["jobs"][0] == bad  # still in its position (first, since "good" was removed)
+    if store_kind == "json":
+        assert bad_text in fresh.path.read_text()
+    # Still in its position (first, since "good" was removed), unchanged.
+    assert fresh.export_records()[0] == bad
     # It never runs and cannot be changed through the store.
     assert all(job_id != victim["id"] for job_id, _ in fresh.due(clock.now() + timedelta(days=9)))
     if isinstance(change, dict) and "id" not in change:
@@ -158,7 +167,8 @@ def test_bad_record_is_quarantined_and_preserved(
             fresh.pause(victim["id"])
         with pytest.raises(UsageError, match="quarantined"):
             fresh.remove(victim["id"])
-    assert bad_text in paths.jobs.read_text()
+    assert fresh.export_records()[0] == bad
+    assert [q.record for q in fresh.snapshot().quarantined] == [bad]
 
 
 def test_duplicate_ids_quarantine_the_later_record(paths: HomePaths, clock: FakeClock) -> None:
@@ -180,12 +190,15 @@ def test_duplicate_ids_quarantine_the_later_record(paths: HomePaths, clock: Fake
     assert fresh.add(sched("every 1h", clock), command=["c"])["id"] not in (a["id"], b["id"])
 
 
-def test_hand_written_minimal_record_gets_defaults(paths: HomePaths, clock: FakeClock) -> None:
-    store = new_store(paths, clock)
+def test_hand_written_minimal_record_gets_defaults(
+    make_store: Callable[..., Any], clock: FakeClock
+) -> None:
+    store = make_store()
     full = store.add(sched("every 1h", clock), command=["a"])
     minimal = {"id": "handmade", "schedule": full["schedule"], "command": ["echo", "hi"]}
-    _write_jobs(paths.jobs, [minimal])
-    fresh = new_store(paths, clock)
+    store.remove(full["id"])
+    hand_insert(store, minimal)
+    fresh = make_store()
     job = fresh.get("handmade")
     assert job["state"] == "scheduled" and job["enabled"] is True
     assert job["name"] == "echo hi" and job["repeat"] == {"times": None, "completed": 0}

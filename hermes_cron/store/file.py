@@ -16,7 +16,10 @@ How it stays safe:
 * **Reads** need no lock (a rename is atomic); they are cached on the file's
   ``(st_ino, st_mtime_ns, st_size)``. Under the lock a mutation compares the
   bytes themselves, so a stat token that happens to repeat can never make a
-  write start from a stale view.
+  write start from a stale view, except for the file this process wrote
+  last: it keeps that file open, so its inode cannot be reused, and an
+  unchanged token proves no writer replaced it (which saves re-reading a
+  large file before every write of a busy daemon).
 * **Corruption.** A file that is unreadable, not UTF-8, not JSON, or not the
   expected shape raises ``StoreCorruptError`` ``"<path>: <fault>"`` on every
   read and every mutation, and is never written. A missing file is an empty
@@ -232,7 +235,8 @@ class _State:
         self.entries = entries
         self._jobs: Optional[List[Job]] = None
         self._quarantined: Optional[List[Quarantined]] = None
-        self._due: Optional[Tuple[List[datetime], List[str]]] = None
+        #: (times, positions, ids) of the active entries, sorted by (time, position).
+        self._due: Optional[Tuple[List[datetime], List[int], List[str]]] = None
         if by_id is not None and bad is not None:
             # Handed over by a mutation that kept every position: no need to rebuild.
             self.by_id, self.bad = by_id, bad
@@ -274,20 +278,61 @@ class _State:
             ]
         return self._quarantined
 
+    def _active(self, index: int) -> Optional[datetime]:
+        """The entry's next run time when it belongs in the due index, else None."""
+        e = self.entries[index]
+        if (
+            e.job is None
+            or e.next_run is None
+            or index in self.bad
+            or e.job["state"] != "scheduled"
+            or not e.job["enabled"]
+        ):
+            return None
+        return e.next_run
+
     def due_index(self) -> Tuple[List[datetime], List[str]]:
         """Active jobs' next run times, sorted, with their ids (built once per version)."""
         if self._due is None:
-            pairs = sorted(
-                (e.next_run, i)
-                for i, e in enumerate(self.entries)
-                if e.job is not None
-                and e.next_run is not None
-                and i not in self.bad
-                and e.job["state"] == "scheduled"
-                and e.job["enabled"]
-            )
-            self._due = ([p[0] for p in pairs], [self.entries[p[1]].job["id"] for p in pairs])  # type: ignore[index]
-        return self._due
+            self._due = self._due_from_scratch()
+        return self._due[0], self._due[2]
+
+    def _due_from_scratch(self) -> Tuple[List[datetime], List[int], List[str]]:
+        pairs = sorted(
+            (at, i) for i in range(len(self.entries)) if (at := self._active(i)) is not None
+        )
+        return (
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            [self.entries[p[1]].job["id"] for p in pairs],  # type: ignore[index]
+        )
+
+    def derive_due(self, previous: _State, changed: Sequence[int]) -> None:
+        """Build this version's due index from ``previous``'s (same positions; the
+        entries at ``changed`` replaced or appended) instead of sorting every entry:
+        a claim batch changes a few dozen records of thousands."""
+        if previous._due is None:
+            return
+        times, order, ids = (list(previous._due[0]), list(previous._due[1]), list(previous._due[2]))
+        for index in dict.fromkeys(changed):  # one job changed twice in a group commit
+            old = previous._active(index) if index < len(previous.entries) else None
+            if old is not None:
+                pos = bisect.bisect_left(times, old)
+                while pos < len(order) and order[pos] != index:
+                    pos += 1
+                if pos == len(order):  # cannot happen; never serve a wrong index
+                    return
+                del times[pos], order[pos], ids[pos]
+            at = self._active(index)
+            if at is not None:
+                # Among equal times the file order decides, as in the full sort.
+                pos = bisect.bisect_right(times, at)
+                while pos > 0 and times[pos - 1] == at and order[pos - 1] > index:
+                    pos -= 1
+                times.insert(pos, at)
+                order.insert(pos, index)
+                ids.insert(pos, self.entries[index].job["id"])  # type: ignore[index]
+        self._due = (times, order, ids)
 
     def serialize(self) -> bytes:
         """The file's bytes: every record's ``raw`` text, one per line."""
@@ -314,6 +359,8 @@ class _Txn:
         self.changed = False
         self.deleted = False
         self._index: Optional[Dict[str, int]] = None
+        #: Positions put() replaced or appended (for the due index of the new version).
+        self.touched: List[int] = []
 
     def _own(self) -> None:
         if not self.changed:
@@ -339,10 +386,11 @@ class _Txn:
         assert self._index is not None
         index = self._index.get(job["id"])
         if index is None:
-            self._index[job["id"]] = len(self.entries)
+            index = self._index[job["id"]] = len(self.entries)
             self.entries.append(entry)
         else:
             self.entries[index] = entry
+        self.touched.append(index)
 
     def delete(self, job_id: str) -> None:
         self._own()
@@ -398,6 +446,11 @@ class JobStore(RuleStore):
         self.lock_timeout = float(lock_timeout)
         self._lock = FileLock(paths.jobs_lock, timeout=lock_timeout)
         self._cache = _State(None, None, [], [])
+        #: The state a mutation of this process is writing (set only under the lock).
+        self._writing: Optional[_State] = None
+        #: The state this process wrote last, and an open descriptor of that file.
+        self._pinned: Optional[_State] = None
+        self._pin_fd: Optional[int] = None
         # Group commit (``_mutate_grouped``): requests waiting for the next shared write.
         self._group: List[Tuple[Callable[[_Txn], Any], _Slot]] = []
         self._group_guard = threading.Lock()
@@ -450,7 +503,11 @@ class JobStore(RuleStore):
         try:
             st = os.fstat(fd)
             token = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if not locked and token == cache.token:
+            if token == cache.token and (not locked or cache is self._pinned):
+                # Locked, the token alone is trusted only for the file this process
+                # wrote last and still holds open: its inode cannot be reused by
+                # another file while open, so the same token means no writer has
+                # replaced it since (writers only ever replace, under the lock).
                 return cache
             chunks = []
             while True:
@@ -469,8 +526,15 @@ class JobStore(RuleStore):
             if cache.token != token:
                 cache.token = token
             return cache
+        # A write of this process between its rename and its cache update: the file
+        # holds the bytes it just wrote, already parsed (and with its due index).
+        # Without this, a reader thread would re-parse all records at every write.
+        pending = self._writing
+        if pending is not None and data == pending.data:
+            return pending
         state = self._parse(token, data, cache)
-        self._cache = state
+        if self._cache is cache:  # never replace a newer view a writer put meanwhile
+            self._cache = state
         return state
 
     def _parse(self, token: Tuple[int, int, int], data: bytes, previous: _State) -> _State:
@@ -515,19 +579,32 @@ class JobStore(RuleStore):
                     new = _State(None, None, state.head, txn.entries)
                 else:
                     new = _State(None, None, state.head, txn.entries, txn._index, state.bad)
+                    new.derive_due(state, txn.touched)
                 data = new.serialize()
+                new.data = data
+                self._writing = new
                 try:
                     self._remove_dead_temps()
                     atomic_write(self.path, data)
-                    st = os.stat(self.path)
+                    # Opened under the lock, so it is the file just written.
+                    pin = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                    st = os.fstat(pin)
                 except OSError as exc:
                     raise StoreError(f"{self.path}: cannot write: {exc}") from None
+                finally:
+                    self._writing = None
                 new.token = (st.st_ino, st.st_mtime_ns, st.st_size)
-                new.data = data
                 self._cache = new
+                self._pin(new, pin)
             return result
         finally:
             self._lock.release()
+
+    def _pin(self, state: _State, fd: int) -> None:
+        """Hold ``fd`` (the file ``state`` was written to) open; see ``_load``."""
+        old, self._pin_fd, self._pinned = self._pin_fd, fd, state
+        if old is not None:
+            os.close(old)
 
     def _mutate_grouped(self, fn: Callable[[_Txn], T]) -> T:
         """``_mutate`` for small, frequent record updates (a run's end, a claim renewal):
@@ -732,7 +809,18 @@ class JobStore(RuleStore):
         return self._mutate(fn)
 
     def close(self) -> None:
-        """Nothing to release: every call opens and closes what it uses."""
+        """Close the descriptor held on the file last written (see ``_load``)."""
+        fd, self._pin_fd, self._pinned = self._pin_fd, None, None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_pin_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # -- processes using the store ------------------------------------------------------
 

@@ -18,3 +18,4 @@ for i in range(int(count)):
     schedule = parse_schedule("every 1h", now=datetime.now(UTC))
     job = store.add(schedule, command=["true", name, str(i)], name=f"{name}-{i}")
     print(job["id"], flush=True)
+store.close()

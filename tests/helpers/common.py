@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from hermes_cron.clock import FakeClock, SystemClock
 from hermes_cron.paths import HomePaths
@@ -12,9 +14,17 @@ from hermes_cron.store import JobStore
 from hermes_cron.timeutil import parse_iso
 
 
-def make_store(home: str, now: str = "") -> JobStore:
-    """A store on ``home``; ``now`` (ISO) pins a FakeClock, empty means the system clock."""
+def make_store(home: str, now: str = "") -> Any:
+    """A store on ``home`` (or on the database ``$HERMES_CRON_STORE`` names); ``now``
+    (ISO) pins a FakeClock that also gives the PostgreSQL store its "now", empty means
+    the system clock (and the database's clock)."""
     clock = FakeClock(parse_iso(now)) if now else SystemClock()
+    url = os.environ.get("HERMES_CRON_STORE", "")
+    if url:
+        from hermes_cron.store.postgres import PostgresStore
+
+        now_from = "clock" if now else "database"
+        return PostgresStore(url, HomePaths.at(home), clock=clock, now_from=now_from)
     return JobStore(HomePaths.at(home), clock=clock, lock_timeout=60.0)
 
 

@@ -1,0 +1,46 @@
+"""The file store keeps its due index across its own writes (updated for the records a
+write changed, not re-sorted): it must always equal the index built from scratch."""
+
+from __future__ import annotations
+
+import random
+
+from helpers.storekit import new_store, sched
+
+from hermes_cron.clock import FakeClock
+from hermes_cron.paths import HomePaths
+from hermes_cron.store import WON, JobStore
+
+
+def _from_scratch(store: JobStore) -> tuple:
+    fresh = new_store(store.paths, store.clock)
+    return fresh._load()._due_from_scratch()
+
+
+def test_the_kept_due_index_equals_a_full_rebuild(paths: HomePaths, clock: FakeClock) -> None:
+    store = new_store(paths, clock)
+    rng = random.Random(12)
+    texts = ["every 10s", "every 7s", "every 1m", "every 5s"]
+    ids = [store.add(sched(rng.choice(texts), clock), command=["true"])["id"] for _ in range(40)]
+    # Two jobs with the same next run time: ties keep file order.
+    twin = store.add(sched("every 10s", clock), command=["true"])["id"]
+    ids.append(twin)
+    for step in range(60):
+        store.next_due_at()  # build the index, so later writes update it
+        clock.advance(rng.choice([1, 2, 3, 5]))
+        due = store.due(clock.now())
+        claims = store.claim_many(due, f"host:1:{step:04x}") if due else []
+        won = [c for c in claims if c.outcome == WON]
+        if won:
+            store.finish_runs(
+                [(c.job_id, c.owner, "ok", None, clock.now()) for c in won[: len(won) // 2 + 1]]
+            )
+        pick = rng.choice(ids)
+        action = rng.choice(["pause", "resume", "nothing"])
+        if action == "pause":
+            store.pause(pick)
+        elif action == "resume":
+            store.resume(pick)
+        kept = store._load()._due
+        assert kept is not None
+        assert kept == _from_scratch(store), f"step {step}"

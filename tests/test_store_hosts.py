@@ -1,0 +1,256 @@
+"""Several hosts on one PostgreSQL store: real ``hermes-cron daemon`` processes, each
+with a home of its own, killed and restarted at random, the database restarted and the
+listening connections cut under them. Every fire runs at most once, none is lost beyond
+what the missed-run policy allows, stale claims are taken over, and the work is shared.
+
+``HERMES_CRON_CHAOS_SECONDS`` (default 20) sets how long the chaos lasts.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import psycopg
+import pytest
+from helpers.storekit import new_store, pid_gone, sched, wait_until
+
+from hermes_cron.clock import SystemClock
+from hermes_cron.testing.fixtures import write_config
+from hermes_cron.timeutil import parse_iso
+
+CLAIM_TTL = 3
+CHAOS_SECONDS = float(os.environ.get("HERMES_CRON_CHAOS_SECONDS", "20"))
+
+
+class Host:
+    """One "host": a HERMES_HOME of its own and a daemon process on the shared store."""
+
+    def __init__(self, root: Path, name: str, url: str) -> None:
+        self.name = name
+        self.home = root / name
+        self.home.mkdir()
+        write_config(self.home, {"cron": {"claim_ttl": CLAIM_TTL, "max_workers": 4}})
+        self.env = dict(os.environ, HERMES_HOME=str(self.home), HERMES_CRON_STORE=url)
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.pids: Set[int] = set()
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.home / f"daemon-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hermes_cron", "daemon"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self.pids.add(self.proc.pid)
+
+    def wait_ready(self) -> None:
+        """Until the daemon runs its loop (its signal handlers are in place by then)."""
+        current = self.home / f"daemon-{self.starts}.log"
+        wait_until(
+            lambda: (
+                "scheduler started" in current.read_text(errors="replace")
+                or (self.proc is not None and self.proc.poll() is not None)
+            ),
+            timeout=60,
+            what=f"{self.name} to start",
+        )
+        assert self.proc is not None and self.proc.poll() is None, self.log()[-3000:]
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.wait_ready()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(45)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log(self) -> str:
+        return "".join(
+            p.read_text(errors="replace") for p in sorted(self.home.glob("daemon-*.log"))
+        )
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, pg_url: str) -> Iterator[List[Host]]:
+    made = [Host(tmp_path, f"host{n}", pg_url) for n in range(3)]
+    yield made
+    for host in made:
+        host.stop()
+
+
+def _fires_file_job(store: Any, out: Path, every: str = "every 1s", sleep: float = 0) -> str:
+    """A command job that appends ``<job id> <fire time>`` to ``out`` (after ``sleep``)."""
+    script = f'sleep {sleep}; echo "$HERMES_CRON_JOB_ID $HERMES_CRON_FIRE_AT" >> "$0"'
+    return str(store.add(sched(every, SystemClock()), command=["sh", "-c", script, str(out)])["id"])
+
+
+def _lines(out: Path) -> List[Tuple[str, str]]:
+    if not out.exists():
+        return []
+    return [tuple(line.split()) for line in out.read_text().splitlines() if line.strip()]  # type: ignore[misc]
+
+
+def _owner_pid(owner: Optional[str]) -> Optional[int]:
+    try:
+        return int(str(owner).split(":")[-2])
+    except (IndexError, ValueError):
+        return None
+
+
+def _check_at_most_once(rows: List[Dict[str, Any]], lines: List[Tuple[str, str]]) -> None:
+    """Every fire ran at most once, and the job's own output agrees with the ledger."""
+    assert not [k for k, n in Counter(lines).items() if n > 1], "a fire ran twice"
+    ran = [(r["job_id"], r["fire_at"]) for r in rows if r["status"] in ("ok", "error", "running")]
+    twice = [k for k, n in Counter(ran).items() if n > 1]
+    assert not twice, f"the ledger has two runs of one fire: {twice}"
+    in_ledger = set(ran)
+    for job_id, fire_at in lines:
+        assert (job_id, fire_at) in in_ledger, f"{job_id} ran at {fire_at} with no ledger row"
+    written = set(lines)
+    for r in rows:
+        if r["status"] == "ok":
+            assert (r["job_id"], r["fire_at"]) in written, f"ledger says ok, job never ran: {r}"
+
+
+def _largest_gap(rows: List[Dict[str, Any]], job_id: str) -> float:
+    """The longest stretch of this job's schedule with no ledger row (a coalesced
+    catch-up row covers the times it folded in)."""
+    covered = []
+    for r in rows:
+        if r["job_id"] != job_id:
+            continue
+        covered.append(parse_iso(r["fire_at"]))
+        if r.get("coalesced_from"):
+            covered.append(parse_iso(r["coalesced_from"]))
+    covered.sort()
+    return max(
+        ((b - a).total_seconds() for a, b in zip(covered, covered[1:])),
+        default=float("inf"),
+    )
+
+
+def test_daemons_on_three_hosts_share_the_work_under_chaos(
+    hosts: List[Host], pg_url: str, paths: Any, tmp_path: Path
+) -> None:
+    store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
+    out = tmp_path / "fires.txt"
+    try:
+        quick = [_fires_file_job(store, out) for _ in range(3)]
+        slow = _fires_file_job(store, out, sleep=1.5)  # still running when killed, often
+        for host in hosts:
+            host.start()
+        rng = random.Random(9)
+        began = time.monotonic()
+        wait_until(lambda: len(_lines(out)) >= 6, timeout=60, what="the first fires")
+        kills = 0
+        while time.monotonic() - began < CHAOS_SECONDS:
+            time.sleep(rng.uniform(1.5, 3.0))
+            victim = rng.choice(hosts)
+            if kills % 2 == 0:
+                # Kill whoever is running the slow job: its claim must be taken over.
+                held = store.get(slow).get("fire_claim") or {}
+                holder = _owner_pid(held.get("owner"))
+                victim = next((h for h in hosts if holder in h.pids), victim)
+            victim.kill()
+            kills += 1
+            victim.start()
+            victim.wait_ready()
+        stop_at = time.monotonic()
+        for host in hosts:
+            host.stop()
+            assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        rows = store.runs.read()
+    finally:
+        store.close()
+
+    lines = _lines(out)
+    _check_at_most_once(rows, lines)
+    # None lost: every short stretch of each schedule has its row (run, skip or miss).
+    for job_id in quick:
+        assert _largest_gap(rows, job_id) <= CLAIM_TTL + 3, job_id
+        assert (
+            sum(1 for r in rows if r["job_id"] == job_id and r["status"] == "ok")
+            >= (stop_at - began) * 0.5
+        )
+    # Stale claims of killed daemons were taken over (recorded, never run again).
+    interrupted = [
+        r for r in rows if r["status"] == "error" and "interrupted" in (r["error"] or "")
+    ]
+    assert interrupted, "no claim was ever taken over"
+    # The work is shared: each host ran fires (by the ledger's owner, not by guesswork).
+    by_host = Counter(
+        next((h.name for h in hosts if _owner_pid(r.get("owner")) in h.pids), "?")
+        for r in rows
+        if r["status"] == "ok"
+    )
+    assert all(by_host[h.name] > 0 for h in hosts), by_host
+    assert "?" not in by_host, by_host
+    assert kills >= 3
+
+
+def test_daemons_ride_out_a_database_restart_and_cut_listeners(
+    hosts: List[Host], pg_cluster: Any, pg_url: str, paths: Any, tmp_path: Path
+) -> None:
+    store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
+    out = tmp_path / "fires.txt"
+    two = hosts[:2]
+    try:
+        job = _fires_file_job(store, out)
+        for host in two:
+            host.start()
+        wait_until(lambda: len(_lines(out)) >= 3, timeout=60, what="the first fires")
+        store.close()
+
+        pg_cluster.restart(down_for=4)  # every connection is cut; calls fail meanwhile
+        seen = len(_lines(out))
+        wait_until(lambda: len(_lines(out)) >= seen + 3, timeout=60, what="fires after restart")
+        for host in two:
+            assert host.proc is not None and host.proc.poll() is None, host.log()[-3000:]
+
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+            )
+        for host in two:
+            wait_until(
+                lambda host=host: host.log().count("listening for store changes again") >= 2,
+                timeout=60,
+                what=f"{host.name} to listen again",
+            )
+        # A change after recovery reaches them: a new job fires within seconds.
+        store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
+        late = _fires_file_job(store, out, every="+1s")
+        wait_until(lambda: any(j == late for j, _ in _lines(out)), timeout=20, what="the new job")
+        for host in two:
+            host.stop()
+            assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        rows = store.runs.read()
+        assert store.get(late)["state"] == "completed"
+    finally:
+        store.close()
+    _check_at_most_once(rows, _lines(out))
+    assert _largest_gap(rows, job) <= 30  # the restart's outage, then the schedule resumed
+    # They saw it (the log says so) and kept running.
+    assert all("lost the store's notification connection" in h.log() for h in two)
+    assert all(pid_gone(pid) for h in two for pid in h.pids)
