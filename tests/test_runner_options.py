@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Dict, List
 
+import pytest
 from helpers.storekit import fire_time, make_ctx, pid_gone, sched, wait_until
 
 from hermes_cron import hookimpl
@@ -158,11 +159,14 @@ class Honours:
 
 
 def test_a_replaced_prompt_run_in_another_process_gets_its_cancel_signal(
-    paths: HomePaths, clock: FakeClock
+    paths: HomePaths, clock: FakeClock, store_kind: str, request: pytest.FixtureRequest
 ) -> None:
+    """On every store: the stop request is seen by the owner's store instance (the
+    file's change token, or PostgreSQL's notifications), not handed over in memory."""
+    url = request.getfixturevalue("pg_url") if store_kind == "postgresql" else None
     runner = Honours()
-    owner_ctx = make_ctx(paths, clock, runner)
-    other_ctx = make_ctx(paths, clock, runner)  # another store: as another process sees it
+    owner_ctx = make_ctx(paths, clock, runner, url=url)
+    other_ctx = make_ctx(paths, clock, runner, url=url)  # as another process sees it
     assert owner_ctx.store is not other_ctx.store
     job = owner_ctx.store.add(sched("every 1m", clock), prompt="think", overlap="replace")
     first = fire_time(owner_ctx.store, job["id"])
@@ -181,6 +185,8 @@ def test_a_replaced_prompt_run_in_another_process_gets_its_cancel_signal(
     assert results[0].status == "cancelled"
     assert other_ctx.store.get(job["id"])["last_status"] == "cancelled"
     assert run_one_job(other_ctx, job["id"], to_iso(second)).status == "ok"
+    for ctx in (owner_ctx, other_ctx):
+        ctx.store.close()
 
 
 def test_a_runner_that_ignores_cancel_makes_replace_wait_like_queue(
