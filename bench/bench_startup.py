@@ -76,6 +76,9 @@ def measure(runs: int, jobs: int) -> Dict[str, Any]:
         _populate(home, jobs)
         env = dict(os.environ, HERMES_HOME=str(home))
         env.pop("HERMES_CRON_DEBUG", None)
+        # An installed package has its .pyc files (pip compiles them at install time):
+        # let the warm-up runs write them here too, or every run would time the compiler.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         prog = _hermes_cron()
         commands = {
             BASELINE: [sys.executable, "-c", "pass"],
