@@ -5,10 +5,12 @@
 
 Each command runs ``--runs`` times as a fresh process, round-robin with the others so
 that a change in machine load hits every command alike, in a temporary HERMES_HOME
-holding ``--jobs`` jobs (each ``add`` run adds one more); the figure is the median wall
-time of each, and its ratio to the median of ``python -c pass`` from the same run.
-The commands run through the ``hermes-cron`` console script beside the interpreter
-(what a user types), or ``python -m hermes_cron`` when there is none.
+holding ``--jobs`` jobs (half cron expressions, half intervals; each ``add`` run adds
+one); the figure is the median wall time of each, and its ratio to the median of
+``python -c pass`` from the same run. The commands run through the ``hermes-cron``
+console script beside the interpreter (what a user types), or ``python -m hermes_cron``
+when there is none, with their .pyc files written by warm-up runs
+(``PYTHONDONTWRITEBYTECODE`` is dropped: a pip install compiles them).
 Also measured: ``hermes-cron --help`` (argument parsing only) and
 ``python -X importtime`` of ``hermes_cron.cli`` (what every command imports first).
 
@@ -57,8 +59,9 @@ def _populate(home: Path, jobs: int) -> None:
     from hermes_cron.service import CronService
 
     service = CronService.from_home(home)
-    for i in range(jobs):
-        service.add_job(f"every {60 + i}s", command=["true", str(i)])
+    for i in range(jobs):  # half cron expressions, half intervals, as a real crontab has
+        schedule = f"{i % 60} */2 * * *" if i % 2 else f"every {60 + i}s"
+        service.add_job(schedule, command=["true", str(i)])
 
 
 def _hermes_cron() -> List[str]:
