@@ -45,7 +45,6 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
-import attrs
 from cronsim import CronSim, CronSimError
 
 from . import english
@@ -691,24 +690,67 @@ def _utc_opt(value: Optional[datetime]) -> Optional[datetime]:
 _KIND_FIELDS = {"cron": ("expr",), "interval": ("seconds", "anchor"), "once": ("at",)}
 
 
-@attrs.frozen
 class Schedule:
     """A parsed schedule. Times are aware datetimes (stored in UTC).
 
     Build one with ``parse_schedule`` or ``Schedule.from_record``; constructing it
-    directly validates the fields too (``ScheduleError``).
+    directly validates the fields too (``ScheduleError``). Immutable, compared and
+    hashed by its fields.
+
+    A plain class rather than attrs: every command that reads ``jobs.json`` builds
+    one per job, and importing attrs costs most of a bare interpreter start (issue 12).
     """
+
+    __slots__ = ("kind", "text", "tz", "expr", "seconds", "anchor", "at")
 
     kind: str
     text: str  # what the user gave (surrounding whitespace stripped)
     tz: str  # IANA zone name, never a fixed offset
-    expr: Optional[str] = None  # cron: the 5-field expression (aliases expanded)
-    seconds: Optional[int] = None  # interval length
-    anchor: Optional[datetime] = attrs.field(default=None, converter=_utc_opt)
-    # interval: fire times are anchor + k*seconds, k >= 1
-    at: Optional[datetime] = attrs.field(default=None, converter=_utc_opt)  # once: the fire time
+    expr: Optional[str]  # cron: the 5-field expression (aliases expanded)
+    seconds: Optional[int]  # interval length
+    anchor: Optional[datetime]  # interval: fire times are anchor + k*seconds, k >= 1
+    at: Optional[datetime]  # once: the fire time
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        kind: str,
+        text: str,
+        tz: str,
+        expr: Optional[str] = None,
+        seconds: Optional[int] = None,
+        anchor: Optional[datetime] = None,
+        at: Optional[datetime] = None,
+    ) -> None:
+        values = (kind, text, tz, expr, seconds, _utc_opt(anchor), _utc_opt(at))
+        for name, value in zip(Schedule.__slots__, values):
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _fields(self) -> Tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in Schedule.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Schedule) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in Schedule.__slots__)
+        return f"Schedule({fields})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Schedule is immutable (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Schedule is immutable (cannot delete {name!r})")
+
+    def __reduce__(self) -> Any:
+        return (Schedule, self._fields())
+
+    def _check(self) -> None:
         if self.kind not in KINDS:
             raise ScheduleError(f"unknown schedule kind {self.kind!r} (one of {', '.join(KINDS)})")
         if not isinstance(self.text, str) or not self.text.strip():

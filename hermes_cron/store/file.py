@@ -44,8 +44,6 @@ import threading
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-import attrs
-
 from ..clock import Clock
 from ..config import Config, cfg_get
 from ..errors import (
@@ -175,21 +173,31 @@ def _scan_document(text: str) -> Tuple[List[Tuple[str, str]], List[Tuple[Any, st
 # The parsed file
 
 
-@attrs.frozen(eq=False)
 class _Entry:
     """One element of the ``jobs`` array, validated once.
 
     ``raw`` is the element's text in the file: its exact source as read, or the JSON
     this process wrote for it. ``job`` is None when the element is invalid (``error``
-    says why).
+    says why). A plain class, not attrs (see records.py, issue 12).
     """
 
-    raw: str
-    value: Any
-    job: Optional[Job] = None
-    schedule: Optional[Schedule] = None
-    next_run: Optional[datetime] = None
-    error: Optional[str] = None
+    __slots__ = ("raw", "value", "job", "schedule", "next_run", "error")
+
+    def __init__(
+        self,
+        raw: str,
+        value: Any,
+        job: Optional[Job] = None,
+        schedule: Optional[Schedule] = None,
+        next_run: Optional[datetime] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        self.raw = raw
+        self.value = value
+        self.job = job
+        self.schedule = schedule
+        self.next_run = next_run
+        self.error = error
 
     @classmethod
     def parse(cls, value: Any, raw: str) -> _Entry:

@@ -7,13 +7,10 @@ Every backend validates with ``check_record``, so a record that is quarantined i
 from __future__ import annotations
 
 import re
-import secrets
 import shlex
 import string
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import attrs
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import ScheduleError
 from ..schedules import Schedule
@@ -68,18 +65,50 @@ UPDATABLE = (
 )
 
 
-@attrs.frozen
+# The classes here are NamedTuples or plain classes, not attrs: importing attrs costs
+# most of a bare interpreter start, which every command that reads jobs.json would pay
+# (issue 12).
+
+
 class Quarantined:
-    """A record kept aside because its fields are invalid."""
+    """A record kept aside because its fields are invalid (immutable)."""
+
+    __slots__ = ("index", "job_id", "error", "record")
 
     index: int
     job_id: Optional[str]
     error: str
     record: Any
 
+    def __init__(self, index: int, job_id: Optional[str], error: str, record: Any) -> None:
+        for name, value in zip(Quarantined.__slots__, (index, job_id, error, record)):
+            object.__setattr__(self, name, value)
 
-@attrs.frozen
-class Snapshot:
+    def _fields(self) -> Tuple[Any, ...]:
+        return (self.index, self.job_id, self.error, self.record)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Quarantined) or other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Quarantined is immutable (cannot set {name!r})")
+
+    def __reduce__(self) -> Any:
+        return (Quarantined, self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Quarantined(index={self.index!r}, job_id={self.job_id!r}, "
+            f"error={self.error!r}, record={self.record!r})"
+        )
+
+
+class Snapshot(NamedTuple):
     jobs: List[Job]
     quarantined: List[Quarantined]
 
@@ -262,19 +291,37 @@ def copy_json(value: Any) -> Any:
 
 def new_id() -> str:
     """A fresh random job id (``ID_LENGTH`` characters of ``ID_ALPHABET``)."""
+    import secrets  # only ``add`` needs it: not imported by every command (issue 12)
+
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
-@attrs.frozen(eq=False)
 class Record:
     """A valid job as a backend holds it: the record, its parsed schedule and next run.
 
     Rules (``rules.py``) take and return these; a backend only reads and writes them.
+    Immutable; compared by identity.
     """
+
+    __slots__ = ("job", "schedule", "next_run")
 
     job: Job
     schedule: Schedule
     next_run: Optional[datetime]
+
+    def __init__(self, job: Job, schedule: Schedule, next_run: Optional[datetime]) -> None:
+        object.__setattr__(self, "job", job)
+        object.__setattr__(self, "schedule", schedule)
+        object.__setattr__(self, "next_run", next_run)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Record is immutable (cannot set {name!r})")
+
+    def __reduce__(self) -> Any:
+        return (Record, (self.job, self.schedule, self.next_run))
+
+    def __repr__(self) -> str:
+        return f"Record(job={self.job!r}, schedule={self.schedule!r}, next_run={self.next_run!r})"
 
     @classmethod
     def check(cls, value: Any) -> Record:

@@ -11,9 +11,7 @@ same on every store.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import attrs
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UsageError
 from ..schedules import Schedule
@@ -46,8 +44,8 @@ CLAIM_OUTCOMES = (WON, SKIPPED, MISSED, LOST, GONE, INACTIVE, INTERRUPTED)
 Change = Tuple[Optional[Record], Any]
 
 
-@attrs.frozen
-class Policy:
+# NamedTuples, not attrs: see records.py (issue 12).
+class Policy(NamedTuple):
     """The store-wide settings the rules read (``cron.claim_ttl``, ``cron.misfire_grace``)."""
 
     claim_ttl: float = 300.0
@@ -68,8 +66,7 @@ class Policy:
         return 0 <= age < self.claim_ttl
 
 
-@attrs.frozen
-class Claim:
+class Claim(NamedTuple):
     """The answer of a claim attempt."""
 
     job_id: str
