@@ -18,8 +18,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -125,7 +123,9 @@ class FileLock:
         # Note who holds it, so a waiter that times out can say so. Best effort only.
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            # os.uname().nodename is the host name socket.gethostname() gives, without
+            # importing socket in every command that writes jobs.json (issue 12).
+            os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         except OSError:
             pass
         self._local.fd = fd
@@ -210,6 +210,8 @@ def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> N
             mode = os.stat(target).st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o600
+    import tempfile  # here: commands that only read never pay for it (issue 12)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         try:

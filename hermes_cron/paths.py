@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
-PathLike = Union[str, "os.PathLike[str]"]
+from ._frozen import Frozen
+
+# Not the string "os.PathLike[str]": typing would compile it at import (issue 12).
+PathLike = Union[str, os.PathLike[str]]
 
 
 def hermes_home(home: Optional[PathLike] = None) -> Path:
@@ -19,38 +22,15 @@ def hermes_home(home: Optional[PathLike] = None) -> Path:
     return Path("~/.hermes").expanduser()
 
 
-class HomePaths:
-    """Every file and folder the project keeps under one home (immutable).
-
-    A plain class rather than attrs: every command builds one, and importing attrs
-    costs most of a bare interpreter start (issue 12).
-    """
+class HomePaths(Frozen):
+    """Every file and folder the project keeps under one home (immutable)."""
 
     __slots__ = ("home",)
+
     home: Path
 
     def __init__(self, home: Path) -> None:
-        object.__setattr__(self, "home", home)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"HomePaths is immutable (cannot set {name!r})")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"HomePaths is immutable (cannot delete {name!r})")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HomePaths) or other.__class__ is not self.__class__:
-            return NotImplemented
-        return self.home == other.home
-
-    def __hash__(self) -> int:
-        return hash((HomePaths, self.home))
-
-    def __repr__(self) -> str:
-        return f"HomePaths(home={self.home!r})"
-
-    def __reduce__(self) -> Any:
-        return (HomePaths, (self.home,))
+        self._set(home=home)
 
     @classmethod
     def at(cls, home: Optional[PathLike] = None) -> HomePaths:

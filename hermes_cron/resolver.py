@@ -38,8 +38,9 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Union
 
+from ._frozen import Frozen
 from .config import BUILTIN_NAME, Config, cfg_get, load_config_or_defaults
 from .errors import PluginError
 from .paths import PathLike
@@ -60,12 +61,17 @@ log = logging.getLogger("hermes_cron.resolver")
 AVAILABILITY_TIMEOUT = 5.0
 
 
-class HookError(NamedTuple):
+class HookError(Frozen):
     """A provider hook that raised: when (wall time, ISO 8601), which hook, and why."""
+
+    __slots__ = ("at", "hook", "message")
 
     at: str
     hook: str
     message: str
+
+    def __init__(self, at: str, hook: str, message: str) -> None:
+        self._set(at=at, hook=hook, message=message)
 
 
 class ActiveScheduler:

@@ -48,6 +48,7 @@ from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 from cronsim import CronSim, CronSimError
 
 from . import english
+from ._frozen import Frozen
 from .errors import ScheduleError
 from .timeutil import UTC, get_zone, parse_iso, to_iso
 
@@ -690,15 +691,15 @@ def _utc_opt(value: Optional[datetime]) -> Optional[datetime]:
 _KIND_FIELDS = {"cron": ("expr",), "interval": ("seconds", "anchor"), "once": ("at",)}
 
 
-class Schedule:
+class Schedule(Frozen):
     """A parsed schedule. Times are aware datetimes (stored in UTC).
 
     Build one with ``parse_schedule`` or ``Schedule.from_record``; constructing it
     directly validates the fields too (``ScheduleError``). Immutable, compared and
     hashed by its fields.
 
-    A plain class rather than attrs: every command that reads ``jobs.json`` builds
-    one per job, and importing attrs costs most of a bare interpreter start (issue 12).
+    Not attrs: every command that reads ``jobs.json`` builds one per job (see
+    ``hermes_cron._frozen``, issue 12).
     """
 
     __slots__ = ("kind", "text", "tz", "expr", "seconds", "anchor", "at")
@@ -721,34 +722,16 @@ class Schedule:
         anchor: Optional[datetime] = None,
         at: Optional[datetime] = None,
     ) -> None:
-        values = (kind, text, tz, expr, seconds, _utc_opt(anchor), _utc_opt(at))
-        for name, value in zip(Schedule.__slots__, values):
-            object.__setattr__(self, name, value)
+        self._set(
+            kind=kind,
+            text=text,
+            tz=tz,
+            expr=expr,
+            seconds=seconds,
+            anchor=_utc_opt(anchor),
+            at=_utc_opt(at),
+        )
         self._check()
-
-    def _fields(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in Schedule.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Schedule) or other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{n}={getattr(self, n)!r}" for n in Schedule.__slots__)
-        return f"Schedule({fields})"
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Schedule is immutable (cannot set {name!r})")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Schedule is immutable (cannot delete {name!r})")
-
-    def __reduce__(self) -> Any:
-        return (Schedule, self._fields())
 
     def _check(self) -> None:
         if self.kind not in KINDS:

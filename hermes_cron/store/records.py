@@ -10,8 +10,9 @@ import re
 import shlex
 import string
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .._frozen import Frozen
 from ..errors import ScheduleError
 from ..schedules import Schedule
 from ..timeutil import parse_iso
@@ -65,13 +66,11 @@ UPDATABLE = (
 )
 
 
-# The classes here are NamedTuples or plain classes, not attrs: importing attrs costs
-# most of a bare interpreter start, which every command that reads jobs.json would pay
-# (issue 12).
+# Not attrs, dataclasses or NamedTuples: see hermes_cron._frozen (issue 12).
 
 
-class Quarantined:
-    """A record kept aside because its fields are invalid (immutable)."""
+class Quarantined(Frozen):
+    """A record kept aside because its fields are invalid."""
 
     __slots__ = ("index", "job_id", "error", "record")
 
@@ -81,36 +80,17 @@ class Quarantined:
     record: Any
 
     def __init__(self, index: int, job_id: Optional[str], error: str, record: Any) -> None:
-        for name, value in zip(Quarantined.__slots__, (index, job_id, error, record)):
-            object.__setattr__(self, name, value)
-
-    def _fields(self) -> Tuple[Any, ...]:
-        return (self.index, self.job_id, self.error, self.record)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Quarantined) or other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Quarantined is immutable (cannot set {name!r})")
-
-    def __reduce__(self) -> Any:
-        return (Quarantined, self._fields())
-
-    def __repr__(self) -> str:
-        return (
-            f"Quarantined(index={self.index!r}, job_id={self.job_id!r}, "
-            f"error={self.error!r}, record={self.record!r})"
-        )
+        self._set(index=index, job_id=job_id, error=error, record=record)
 
 
-class Snapshot(NamedTuple):
+class Snapshot(Frozen):
+    __slots__ = ("jobs", "quarantined")
+
     jobs: List[Job]
     quarantined: List[Quarantined]
+
+    def __init__(self, jobs: List[Job], quarantined: List[Quarantined]) -> None:
+        self._set(jobs=jobs, quarantined=quarantined)
 
 
 class Invalid(Exception):
@@ -291,37 +271,31 @@ def copy_json(value: Any) -> Any:
 
 def new_id() -> str:
     """A fresh random job id (``ID_LENGTH`` characters of ``ID_ALPHABET``)."""
-    import secrets  # only ``add`` needs it: not imported by every command (issue 12)
+    # secrets.choice is SystemRandom().choice (os.urandom); the secrets module would
+    # also import hmac and OpenSSL's hashlib, which ``add`` need not pay for (issue 12).
+    from random import SystemRandom
 
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+    choice = SystemRandom().choice
+    return "".join(choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
-class Record:
+class Record(Frozen):
     """A valid job as a backend holds it: the record, its parsed schedule and next run.
 
     Rules (``rules.py``) take and return these; a backend only reads and writes them.
-    Immutable; compared by identity.
+    Compared by identity.
     """
 
     __slots__ = ("job", "schedule", "next_run")
+    __eq__ = Frozen.identity_eq
+    __hash__ = Frozen.identity_hash
 
     job: Job
     schedule: Schedule
     next_run: Optional[datetime]
 
     def __init__(self, job: Job, schedule: Schedule, next_run: Optional[datetime]) -> None:
-        object.__setattr__(self, "job", job)
-        object.__setattr__(self, "schedule", schedule)
-        object.__setattr__(self, "next_run", next_run)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Record is immutable (cannot set {name!r})")
-
-    def __reduce__(self) -> Any:
-        return (Record, (self.job, self.schedule, self.next_run))
-
-    def __repr__(self) -> str:
-        return f"Record(job={self.job!r}, schedule={self.schedule!r}, next_run={self.next_run!r})"
+        self._set(job=job, schedule=schedule, next_run=next_run)
 
     @classmethod
     def check(cls, value: Any) -> Record:
