@@ -7,8 +7,9 @@ A command runs:
 
 * as an argv list, never through a shell, with stdin from ``/dev/null``;
 * in the user's home folder (as cron does), falling back to ``HERMES_HOME``;
-* with ``HERMES_CRON_JOB_ID`` and ``HERMES_CRON_FIRE_AT`` (the due time it fires
-  for, ISO 8601) added to the environment;
+* with ``HERMES_CRON_JOB_ID``, ``HERMES_CRON_FIRE_AT`` (the due time it fires
+  for, ISO 8601) and ``HERMES_CRON_OWNER`` (the owner token of the claim it runs
+  under, ``host:pid:random``, as the ledger row records it) added to the environment;
 * in a new session (its own process group), so a timeout kills the command
   and everything it started;
 * with stdout and stderr captured together, capped at ``OUTPUT_CAP`` bytes
@@ -116,6 +117,7 @@ def _job_env(job: Dict[str, Any]) -> Dict[str, str]:
     env["HERMES_CRON_JOB_ID"] = str(job.get("id", ""))
     claim = job.get("fire_claim") or {}
     env["HERMES_CRON_FIRE_AT"] = str(claim.get("fire_at") or job.get("next_run_at") or "")
+    env["HERMES_CRON_OWNER"] = str(claim.get("owner") or "")
     return env
 
 
