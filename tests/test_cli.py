@@ -327,6 +327,50 @@ def test_help_exits_0(cli: CLI) -> None:
     assert code == 0 and "providers" in out and "daemon" in out
 
 
+#: What a command that only reads or adds jobs, with the built-in selected, never imports
+#: (issue 12: each of these costs a noticeable part of a bare interpreter start).
+NOT_AT_START_UP = (
+    "attr",
+    "attrs",
+    "pluggy",
+    "yaml",
+    "httpx",
+    "starlette",
+    "uvicorn",
+    "jwt",
+    "cryptography",
+    "builtin_plugins",
+    "hermes_cron.discovery",
+    "hermes_cron.plugin_manager",
+    "hermes_cron.builtin_provider",
+    "hermes_cron.runner",
+    "hermes_cron.context",
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["list"], ["add", "every 5m", "--", "true"], ["next", "0 9 * * 1-5"]],
+    ids=lambda argv: argv[0],
+)
+def test_quick_commands_import_only_what_they_use(home: Path, argv: List[str]) -> None:
+    # Jobs of every kind in the store (a cron expression, plain English, an interval).
+    assert main(["add", "*/5 * * * *", "--", "true"]) == 0
+    assert main(["add", "every day at 9am", "--", "true"]) == 0
+    assert main(["add", "every 90s", "--", "true"]) == 0
+    code = (
+        "import sys\n"
+        "from hermes_cron.cli import main\n"
+        f"rc = main({argv!r})\n"
+        f"loaded = sorted(m for m in {NOT_AT_START_UP!r} if m in sys.modules)\n"
+        "print('LOADED', loaded)\n"
+        "raise SystemExit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout
+
+
 def test_cli_startup_imports_no_http_stack(home: Path) -> None:
     code = (
         "import sys\n"
