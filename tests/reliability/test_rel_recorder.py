@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from helpers.servicekit import wait_for, write_config
+from helpers.servicekit import advance_idle, wait_for, write_config
 
 from hermes_cron import hookimpl
 from hermes_cron.clock import FakeClock
@@ -65,7 +65,7 @@ def test_a_slow_jobs_file_write_does_not_delay_the_next_runs(
     try:
         wait_for(lambda: read_status(service.paths).get("heartbeat_at"))
         held["on"] = True
-        clock.advance(10)
+        advance_idle(clock, 10)
         # Two workers, eight runs, and no run's write has returned: recording in line,
         # each worker would wait for its first run's write before starting another.
         wait_for(lambda: len(starts.at) == JOBS, timeout=60)
