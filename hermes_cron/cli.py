@@ -627,20 +627,13 @@ def cmd_store_init(args: argparse.Namespace) -> int:
 
 class _Unused:
     """Stands in for the parser of a subcommand that this run does not parse (see
-    ``build_parser``): it takes what a parser would be given and drops it."""
+    ``build_parser``): whatever a parser is asked to do (add arguments, groups, nested
+    subcommands...), it takes and drops, handing back another stand-in."""
 
     usage: Optional[str] = None
 
-    def add_argument(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def add_argument_group(self, *args: Any, **kwargs: Any) -> _Unused:
-        return self
-
-    add_mutually_exclusive_group = add_argument_group
-
-    def set_defaults(self, **kwargs: Any) -> None:
-        return None
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: _Unused()
 
 
 def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:

@@ -383,3 +383,36 @@ def test_cli_startup_imports_no_http_stack(home: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["--json", "list", "--all"],
+        ["--home", "/elsewhere", "runs", "--limit", "3"],
+        ["--home=/elsewhere", "show", "abc"],
+        ["add", "every 5m", "--name", "n", "--repeat", "2"],
+        ["next", "0 9 * * 1-5", "--count", "2"],
+        ["store", "export", "jobs.json"],
+        ["store"],
+        ["statu"],
+        ["list", "--bogus"],
+        ["--ho", "/elsewhere", "status"],
+    ],
+)
+def test_the_parser_built_for_one_command_parses_as_the_full_one(argv: List[str]) -> None:
+    """``main`` builds only the named command's parser (start-up, issue 12): same result,
+    same error, for every command line."""
+    from hermes_cron import cli as cli_module
+    from hermes_cron.errors import UsageError
+
+    def parse(how: Any) -> Any:
+        try:
+            ns = how(list(argv))
+        except UsageError as exc:
+            return ("error", str(exc))
+        func = getattr(ns, "func", None)
+        return ({k: v for k, v in vars(ns).items() if k != "func"}, getattr(func, "__name__", None))
+
+    assert parse(cli_module._parse) == parse(lambda a: cli_module.build_parser().parse_args(a))
