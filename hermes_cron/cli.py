@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -417,6 +416,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
     """SIGTERM/SIGINT set ``stop``; a second SIGINT interrupts for real."""
+    import signal  # only the commands that run a provider need it (issue 12)
+
     previous: Dict[int, Any] = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
@@ -433,6 +434,8 @@ def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
 
 
 def _restore_handlers(previous: Dict[int, Any]) -> None:
+    import signal
+
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 
