@@ -15,14 +15,20 @@ first use so that ``hermes-cron`` starts fast.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from .config import cfg_get, load_config
-from .hookspec import PROJECT_NAME, hookimpl, hookspec
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    # The markers too: they import pluggy, which a command that only reads jobs.json
+    # does not need (issue 12).
+    "PROJECT_NAME": "hermes_cron.hookspec",
+    "hookimpl": "hermes_cron.hookspec",
+    "hookspec": "hermes_cron.hookspec",
     "CronService": "hermes_cron.service",
     "CronContext": "hermes_cron.context",
     "get_plugin_manager": "hermes_cron.plugin_manager",
@@ -48,6 +54,19 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'hermes_cron' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+class _Package(types.ModuleType):
+    """Keeps ``hermes_cron.hookspec`` the marker (SPEC §6): importing the submodule of
+    that name would otherwise make the package attribute the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "hookspec" and isinstance(value, types.ModuleType):
+            value = value.hookspec
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = ["PROJECT_NAME", "__version__", "cfg_get", "hookimpl", "hookspec", "load_config", *_LAZY]

@@ -16,12 +16,11 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 import threading
 import traceback
 from datetime import datetime
-from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence
+from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, cast
 
 from .errors import HermesCronError, UsageError
 
@@ -31,8 +30,37 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, given the terminal width so that it does not import
+    shutil to ask: argparse builds one for every argument added, so every command would
+    pay for that import (issue 12)."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        if len(args) < 3 and kwargs.get("width") is None:
+            kwargs["width"] = _terminal_columns() - 2  # as argparse does
+        super().__init__(prog, *args, **kwargs)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``, without importing shutil."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+            columns = 0
+    return columns or 80
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad usage as one line (``UsageError``) instead of exiting."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
@@ -474,6 +502,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
     """SIGTERM/SIGINT set ``stop``; a second SIGINT interrupts for real."""
+    import signal  # only the commands that run a provider need it (issue 12)
+
     previous: Dict[int, Any] = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
@@ -490,6 +520,8 @@ def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
 
 
 def _restore_handlers(previous: Dict[int, Any]) -> None:
+    import signal
+
     for sig, handler in previous.items():
         signal.signal(sig, handler)
 
@@ -697,8 +729,24 @@ def _add_option_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for docs and tests)."""
+class _Unused:
+    """Stands in for the parser of a subcommand that this run does not parse (see
+    ``build_parser``): whatever a parser is asked to do (add arguments, groups, nested
+    subcommands...), it takes and drops, handing back another stand-in."""
+
+    usage: Optional[str] = None
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: _Unused()
+
+
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests).
+
+    :param only: build only this subcommand's parser (``main`` knows which command it
+        runs; building all of them costs a command about 5 ms, issue 12). A parser
+        built so knows no other command: parse with the full one when this fails.
+    """
     parser = _Parser(
         prog=PROG,
         description="Scheduled jobs for AI agents, and a better user crontab.",
@@ -719,6 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        if only is not None and name != only:
+            return cast(argparse.ArgumentParser, _Unused())
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         p.set_defaults(func=func)
         return p
@@ -829,6 +879,38 @@ def _split_command(argv: Sequence[str]) -> tuple[List[str], Optional[List[str]]]
     return head, argv[cut + 1 :]
 
 
+def _parse(argv: List[str]) -> argparse.Namespace:
+    """``build_parser().parse_args(argv)``, building only the command's own parser when
+    ``argv`` names it plainly: only ``--json``, ``--debug`` and ``--home PATH`` before
+    it. Anything else, and any error the small parser meets, goes through the full
+    parser, so every message is the same (the command's own ``--help`` is printed by
+    its parser, built in full either way)."""
+    word = _command_word(argv)
+    if word is not None:
+        try:
+            return build_parser(only=word).parse_args(argv)
+        except UsageError:
+            pass
+    return build_parser().parse_args(argv)
+
+
+def _command_word(argv: Sequence[str]) -> Optional[str]:
+    """The first word of ``argv`` when only top-level ``--json``, ``--debug`` and
+    ``--home PATH`` precede it, else None."""
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("--json", "--debug") or token.startswith("--home="):
+            i += 1
+        elif token == "--home":
+            i += 2
+        elif token.startswith("-"):
+            return None
+        else:
+            return token
+    return None
+
+
 def _setup_logging(command: Optional[str], debug: bool) -> Any:
     """Log to stderr for this command; returns what undoes it (``main`` restores the
     ``hermes_cron`` logger on exit, so calling ``main`` in-process leaves no trace)."""
@@ -861,7 +943,7 @@ def main(argv: Optional[Iterable[str]] = None) -> int:
     debug = debug or "--debug" in options
     try:
         head, command_argv = _split_command(args_list)
-        args = build_parser().parse_args(head)
+        args = _parse(head)
         debug = debug or args.debug
         if args.command is None:
             raise UsageError(f"a command is required (see {PROG} --help)")

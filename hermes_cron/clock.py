@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Dict, List, Protocol, runtime_checkable
 
 from .timeutil import UTC
 
@@ -43,6 +43,7 @@ class FakeClock:
             raise ValueError("FakeClock needs an aware datetime")
         self._cond = threading.Condition()
         self._waiting = 0
+        self._sleepers: Dict[int, str] = {}  # thread ident -> name, while in ``wait``
 
     @property
     def waiters(self) -> int:
@@ -61,6 +62,28 @@ class FakeClock:
                     return False
                 self._cond.wait(min(left, 0.01))
             return True
+
+    def wait_for_sleepers(self, *names: str, timeout: float = 30.0) -> bool:
+        """Block (in real time) until threads of each of these names are in ``wait``.
+
+        Counting waiters (``wait_for_waiters``) cannot tell which thread sleeps: a thread
+        that read the time and is about to sleep, when the clock moves, counts its sleep
+        from after the move; wait for that very thread before moving the clock.
+        """
+        deadline = time.monotonic() + timeout
+        wanted = set(names)
+        with self._cond:
+            while not wanted <= set(self._sleepers.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.01))
+            return True
+
+    def sleepers(self) -> List[str]:
+        """Names of the threads in ``wait`` right now."""
+        with self._cond:
+            return sorted(self._sleepers.values())
 
     def now(self) -> datetime:
         with self._cond:
@@ -83,12 +106,15 @@ class FakeClock:
         with self._cond:
             deadline = self._now + timedelta(seconds=max(0.0, timeout))
             self._waiting += 1
+            me = threading.current_thread()
+            self._sleepers[me.ident or 0] = me.name
             try:
                 while not event.is_set() and self._now < deadline:
                     # Poll the real event too: it is set from other threads without our condition.
                     self._cond.wait(0.01)
             finally:
                 self._waiting -= 1
+                self._sleepers.pop(me.ident or 0, None)
             return event.is_set()
 
 

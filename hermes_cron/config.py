@@ -6,8 +6,6 @@ import copy
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-import yaml
-
 from .errors import ConfigError
 from .paths import HomePaths, PathLike
 
@@ -15,6 +13,9 @@ Config = Dict[str, Any]
 
 #: Key under which a loaded config records the home folder it belongs to.
 HOME_KEY = "_home"
+
+#: The built-in provider's name: ``cron.provider`` empty or this selects it.
+BUILTIN_NAME = "builtin"
 
 #: Every key we know, with its default. A key added here appears in an old
 #: config with no migration, because loading deep-merges the file over this.
@@ -64,6 +65,10 @@ def read_config_file(path: Path) -> Config:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    # Imported here, only when there is a file to parse: importing yaml costs about half
+    # a bare interpreter start, which every command would pay (issue 12).
+    import yaml
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -32,8 +32,7 @@ from __future__ import annotations
 
 from typing import Dict, FrozenSet, List, NoReturn, Optional, Sequence, Tuple, Union
 
-import attrs
-
+from ._frozen import Frozen
 from .errors import ScheduleError
 
 #: The forms, for messages about a text we cannot read at all.
@@ -70,21 +69,31 @@ _VOCABULARY: FrozenSet[str] = _DAY_WORDS | frozenset(
 )
 
 
-@attrs.frozen
-class Recurring:
+# Frozen, not attrs: every command that reads or parses a schedule imports this module
+# (see hermes_cron._frozen, issue 12).
+class Recurring(Frozen):
     """A recurring form: ``expr`` is the 5-field cron expression it stands for."""
+
+    __slots__ = ("expr",)
 
     expr: str
 
+    def __init__(self, expr: str) -> None:
+        self._set(expr=expr)
 
-@attrs.frozen
-class DayForm:
+
+class DayForm(Frozen):
     """A one-shot day form: ``day`` is ``"today"``, ``"tomorrow"`` or a cron weekday
     number (0 = Sunday); the wall time is ``hour:minute`` in the job's zone."""
+
+    __slots__ = ("day", "hour", "minute")
 
     day: Union[str, int]
     hour: int
     minute: int
+
+    def __init__(self, day: Union[str, int], hour: int, minute: int) -> None:
+        self._set(day=day, hour=hour, minute=minute)
 
 
 Parsed = Union[Recurring, DayForm]
@@ -93,17 +102,21 @@ Parsed = Union[Recurring, DayForm]
 # ------------------------------------------------------------------------ tokenizer
 
 
-@attrs.frozen
-class Token:
+class Token(Frozen):
     """``kind`` is ``word`` (ASCII letters, lowercased), ``num`` (ASCII digits), ``:``
     or ``,``; ``start:end`` is where it is in the text; ``glued`` means no space
     before it (``9am`` is two glued tokens, and so is ``1st``)."""
+
+    __slots__ = ("kind", "text", "start", "end", "glued")
 
     kind: str
     text: str
     start: int
     end: int
     glued: bool
+
+    def __init__(self, kind: str, text: str, start: int, end: int, glued: bool) -> None:
+        self._set(kind=kind, text=text, start=start, end=end, glued=glued)
 
 
 def _q(text: str) -> str:

@@ -10,8 +10,9 @@ A command runs:
   to ``HERMES_HOME``;
 * with the job's ``env`` mapping, then ``HERMES_CRON_JOB_ID``,
   ``HERMES_CRON_FIRE_AT`` (the due time it fires for, ISO 8601; a retry fires for
-  the fire it retries) and ``HERMES_CRON_ATTEMPT`` (1, then 2, 3... for retries)
-  added to the environment;
+  the fire it retries), ``HERMES_CRON_ATTEMPT`` (1, then 2, 3... for retries) and
+  ``HERMES_CRON_OWNER`` (the owner token of the claim it runs under,
+  ``host:pid:random``, as the ledger row records it) added to the environment;
 * in a new session (its own process group), so a timeout kills the command
   and everything it started;
 * with stdout and stderr captured together, capped at ``OUTPUT_CAP`` bytes
@@ -135,6 +136,7 @@ def _job_env(job: Dict[str, Any]) -> Dict[str, str]:
     claim = job.get("fire_claim") or {}
     env["HERMES_CRON_FIRE_AT"] = str(claim.get("fire_at") or job.get("next_run_at") or "")
     env["HERMES_CRON_ATTEMPT"] = str(claim.get("attempt") or 1)
+    env["HERMES_CRON_OWNER"] = str(claim.get("owner") or "")
     return env
 
 

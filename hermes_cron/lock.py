@@ -18,17 +18,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Dict, Optional, Type, Union
+from typing import Dict, Optional, Tuple, Type, Union
 
 from .errors import LockTimeoutError
 
-PathArg = Union[str, "os.PathLike[str]"]
+PathArg = Union[str, os.PathLike[str]]  # not a string: typing would compile it
 
 #: Backoff between attempts: starts small so an uncontended wait is short, caps
 #: so a waiter does not spin on a busy machine.
@@ -125,7 +123,9 @@ class FileLock:
         # Note who holds it, so a waiter that times out can say so. Best effort only.
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            # os.uname().nodename is the host name socket.gethostname() gives, without
+            # importing socket in every command that writes jobs.json (issue 12).
+            os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         except OSError:
             pass
         self._local.fd = fd
@@ -195,6 +195,25 @@ def remove_dead_temps(path: PathArg) -> int:
     return removed
 
 
+#: How ``_new_temp`` opens a file: created here and now, never through a symlink.
+_TEMP_FLAGS = (
+    os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _new_temp(folder: Path, prefix: str, suffix: str) -> Tuple[int, str]:
+    """What ``tempfile.mkstemp(suffix, prefix, folder)`` does (a new file with a random
+    name, mode 0600, opened exclusively), without importing tempfile, shutil and random
+    into every command that writes ``jobs.json`` (issue 12)."""
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        try:
+            return os.open(name, _TEMP_FLAGS, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(folder))
+
+
 def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -210,7 +229,7 @@ def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> N
             mode = os.stat(target).st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = _new_temp(folder, f".{target.name}.", ".tmp")
     try:
         try:
             view = memoryview(data)

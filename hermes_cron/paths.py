@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
-import attrs
+from ._frozen import Frozen
 
-PathLike = Union[str, "os.PathLike[str]"]
+# Not the string "os.PathLike[str]": typing would compile it at import (issue 12).
+PathLike = Union[str, os.PathLike[str]]
 
 
 def hermes_home(home: Optional[PathLike] = None) -> Path:
@@ -21,11 +22,15 @@ def hermes_home(home: Optional[PathLike] = None) -> Path:
     return Path("~/.hermes").expanduser()
 
 
-@attrs.frozen
-class HomePaths:
-    """Every file and folder the project keeps under one home."""
+class HomePaths(Frozen):
+    """Every file and folder the project keeps under one home (immutable)."""
+
+    __slots__ = ("home",)
 
     home: Path
+
+    def __init__(self, home: Path) -> None:
+        self._set(home=home)
 
     @classmethod
     def at(cls, home: Optional[PathLike] = None) -> HomePaths:

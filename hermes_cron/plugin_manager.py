@@ -41,11 +41,10 @@ from typing import Any, Iterable, List, Optional
 
 import pluggy
 
+from .config import BUILTIN_NAME  # the built-in's registered name (reserved)
 from .errors import PluginError
 from .hookspec import EXECUTION_HOOKS, OBSERVER_HOOKS, PROJECT_NAME, PROVIDER_HOOKS
 
-#: Name the built-in provider is registered under (reserved: no plugin may use it).
-BUILTIN_NAME = "builtin"
 #: Name the default executor is registered under.
 EXECUTOR_NAME = "hermes_cron.executor"
 #: Environment variable that turns on hook-call tracing.

@@ -38,16 +38,22 @@ import logging
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Union
 
-import attrs
-import pluggy
-
-from .config import Config, cfg_get, load_config_or_defaults
+from ._frozen import Frozen
+from .config import BUILTIN_NAME, Config, cfg_get, load_config_or_defaults
 from .errors import PluginError
 from .paths import PathLike
-from .plugin_manager import BUILTIN_NAME, builtin_provider, get_plugin_manager, register_provider
 from .timeutil import UTC, to_iso
+
+# pluggy and the plugin manager (which imports the built-in provider and the runner) are
+# imported where a hook is called: with the built-in selected, a command that only reads
+# or adds jobs never calls one, and importing them would cost it about a bare interpreter
+# start (issue 12).
+if TYPE_CHECKING:
+    import pluggy
+
+    PluginManagerSource = Union[pluggy.PluginManager, Callable[[], pluggy.PluginManager]]
 
 log = logging.getLogger("hermes_cron.resolver")
 
@@ -55,17 +61,24 @@ log = logging.getLogger("hermes_cron.resolver")
 AVAILABILITY_TIMEOUT = 5.0
 
 
-@attrs.frozen
-class HookError:
+class HookError(Frozen):
     """A provider hook that raised: when (wall time, ISO 8601), which hook, and why."""
+
+    __slots__ = ("at", "hook", "message")
 
     at: str
     hook: str
     message: str
 
+    def __init__(self, at: str, hook: str, message: str) -> None:
+        self._set(at=at, hook=hook, message=message)
+
 
 class ActiveScheduler:
     """The active provider, called through pluggy's subset calling.
+
+    ``pm`` is the plugin manager, or a function that builds it on first use (see
+    ``pm``).
 
     :ivar name: the active provider (``builtin`` or a plugin name).
     :ivar requested: the ``cron.provider`` value as configured (``""`` when unset).
@@ -80,7 +93,7 @@ class ActiveScheduler:
 
     def __init__(
         self,
-        pm: pluggy.PluginManager,
+        pm: PluginManagerSource,
         *,
         name: str = BUILTIN_NAME,
         requested: str = "",
@@ -90,7 +103,9 @@ class ActiveScheduler:
         fallback_reason: Optional[str] = None,
         error_sink: Optional[Callable[[str], None]] = None,
     ) -> None:
-        self.pm = pm
+        self._pm: Optional[pluggy.PluginManager] = None if callable(pm) else pm
+        self._pm_factory = pm if callable(pm) else None
+        self._pm_lock = threading.Lock()
         self.name = name
         self.requested = requested
         self.plugin = plugin
@@ -110,8 +125,19 @@ class ActiveScheduler:
         )
 
     @property
+    def pm(self) -> pluggy.PluginManager:
+        """The plugin manager, built on first use when a factory was given."""
+        with self._pm_lock:
+            if self._pm is None:
+                assert self._pm_factory is not None
+                self._pm = self._pm_factory()
+            return self._pm
+
+    @property
     def builtin(self) -> Any:
         """The built-in provider instance."""
+        from .plugin_manager import builtin_provider
+
         return builtin_provider(self.pm)
 
     @property
@@ -269,7 +295,7 @@ def resolve_cron_scheduler(
     config: Optional[Config] = None,
     *,
     home: Optional[PathLike] = None,
-    pm: Optional[pluggy.PluginManager] = None,
+    pm: Optional[PluginManagerSource] = None,
     timeout: float = AVAILABILITY_TIMEOUT,
     error_sink: Optional[Callable[[str], None]] = None,
 ) -> ActiveScheduler:
@@ -278,8 +304,9 @@ def resolve_cron_scheduler(
     :param config: the configuration (None: load it from ``home``; a malformed file
         means the defaults, hence the built-in).
     :param home: the HERMES_HOME searched for user plugins.
-    :param pm: the plugin manager to register the selected provider on (None: a new one
-        from ``get_plugin_manager()``).
+    :param pm: the plugin manager to register the selected provider on, or a function
+        returning it (None: a new one from ``get_plugin_manager()``). It is built only
+        when needed: never to select the built-in.
     :param timeout: longest wait for ``is_available``.
     :param error_sink: called with a one-line message whenever a provider hook fails
         later (the service records it in ``cron/status.json``).
@@ -287,7 +314,9 @@ def resolve_cron_scheduler(
     if config is None:
         config, _ = load_config_or_defaults(home)
     if pm is None:
-        pm = get_plugin_manager()
+        from .plugin_manager import get_plugin_manager
+
+        pm = get_plugin_manager
     started = time.monotonic()
     raw = cfg_get(config, "cron", "provider", default="")
     if raw is None:
@@ -301,7 +330,10 @@ def resolve_cron_scheduler(
         return ActiveScheduler(pm, requested=raw, error_sink=error_sink)
 
     from .discovery import discover_providers
+    from .plugin_manager import register_provider
 
+    if callable(pm):
+        pm = pm()
     records = discover_providers(home)
     record = next((r for r in records if r.name == requested and r.shadowed_by is None), None)
     if record is None:
@@ -346,7 +378,7 @@ def resolve_cron_scheduler(
 
 
 def _fallback(
-    pm: pluggy.PluginManager,
+    pm: PluginManagerSource,
     requested: str,
     reason: str,
     error_sink: Optional[Callable[[str], None]],

@@ -45,10 +45,10 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
-import attrs
 from cronsim import CronSim, CronSimError
 
 from . import english
+from ._frozen import Frozen
 from .errors import ScheduleError
 from .timeutil import UTC, get_zone, parse_iso, to_iso
 
@@ -691,24 +691,49 @@ def _utc_opt(value: Optional[datetime]) -> Optional[datetime]:
 _KIND_FIELDS = {"cron": ("expr",), "interval": ("seconds", "anchor"), "once": ("at",)}
 
 
-@attrs.frozen
-class Schedule:
+class Schedule(Frozen):
     """A parsed schedule. Times are aware datetimes (stored in UTC).
 
     Build one with ``parse_schedule`` or ``Schedule.from_record``; constructing it
-    directly validates the fields too (``ScheduleError``).
+    directly validates the fields too (``ScheduleError``). Immutable, compared and
+    hashed by its fields.
+
+    Not attrs: every command that reads ``jobs.json`` builds one per job (see
+    ``hermes_cron._frozen``, issue 12).
     """
+
+    __slots__ = ("kind", "text", "tz", "expr", "seconds", "anchor", "at")
 
     kind: str
     text: str  # what the user gave (surrounding whitespace stripped)
     tz: str  # IANA zone name, never a fixed offset
-    expr: Optional[str] = None  # cron: the 5-field expression (aliases expanded)
-    seconds: Optional[int] = None  # interval length
-    anchor: Optional[datetime] = attrs.field(default=None, converter=_utc_opt)
-    # interval: fire times are anchor + k*seconds, k >= 1
-    at: Optional[datetime] = attrs.field(default=None, converter=_utc_opt)  # once: the fire time
+    expr: Optional[str]  # cron: the 5-field expression (aliases expanded)
+    seconds: Optional[int]  # interval length
+    anchor: Optional[datetime]  # interval: fire times are anchor + k*seconds, k >= 1
+    at: Optional[datetime]  # once: the fire time
 
-    def __attrs_post_init__(self) -> None:
+    def __init__(
+        self,
+        kind: str,
+        text: str,
+        tz: str,
+        expr: Optional[str] = None,
+        seconds: Optional[int] = None,
+        anchor: Optional[datetime] = None,
+        at: Optional[datetime] = None,
+    ) -> None:
+        self._set(
+            kind=kind,
+            text=text,
+            tz=tz,
+            expr=expr,
+            seconds=seconds,
+            anchor=_utc_opt(anchor),
+            at=_utc_opt(at),
+        )
+        self._check()
+
+    def _check(self) -> None:
         if self.kind not in KINDS:
             raise ScheduleError(f"unknown schedule kind {self.kind!r} (one of {', '.join(KINDS)})")
         if not isinstance(self.text, str) or not self.text.strip():

@@ -35,21 +35,37 @@ import copy
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
-
-import pluggy
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .clock import Clock, SystemClock
-from .config import DEFAULTS, HOME_KEY, Config, cfg_get, load_config_or_defaults
-from .context import CronContext
+from .config import BUILTIN_NAME, DEFAULTS, HOME_KEY, Config, cfg_get, load_config_or_defaults
 from .errors import UsageError
 from .paths import HomePaths, PathLike
-from .plugin_manager import BUILTIN_NAME, get_plugin_manager, register_plugin
 from .resolver import AVAILABILITY_TIMEOUT, ActiveScheduler, resolve_cron_scheduler
-from .runner import RunResult
 from .status_file import read_status, record_error
 from .store import Store, open_store
 from .timeutil import get_zone, local_zone_name
+
+# The plugin manager (pluggy, the built-in provider, the executor) and the hook context
+# (the runner) are built on first use: ``status``, ``list`` and ``add`` with the built-in
+# selected need neither, and importing them would cost each command about a bare
+# interpreter start (issue 12).
+if TYPE_CHECKING:
+    import pluggy
+
+    from .context import CronContext
+    from .runner import RunResult
 
 log = logging.getLogger("hermes_cron")
 
@@ -57,6 +73,12 @@ log = logging.getLogger("hermes_cron")
 OBSERVER_FLUSH_TIMEOUT = 5.0
 #: How many upcoming jobs ``status()`` lists.
 NEXT_DUE_COUNT = 5
+
+
+def _new_plugin_manager() -> pluggy.PluginManager:
+    from .plugin_manager import get_plugin_manager
+
+    return get_plugin_manager()
 
 
 def _check_config(config: Config) -> Tuple[Config, List[str]]:
@@ -165,9 +187,10 @@ class CronService:
     :ivar store: the job store.
     :ivar ledger: the run ledger.
     :ivar clock: the clock.
-    :ivar pm: the plugin manager.
+    :ivar pm: the plugin manager (built on first use when ``pm`` is a function).
     :ivar scheduler: the active provider (``ActiveScheduler``).
-    :ivar ctx: the context passed to hooks (``provider_name`` is the active provider).
+    :ivar ctx: the context passed to hooks (``provider_name`` is the active provider),
+        built on first use.
     :ivar extensions: the discovered plugin records when extensions were loaded
         (``hermes_cron.extensions``), else None.
     """
@@ -179,7 +202,7 @@ class CronService:
         config: Config,
         config_error: Optional[str],
         clock: Clock,
-        pm: pluggy.PluginManager,
+        pm: Union[pluggy.PluginManager, Callable[[], pluggy.PluginManager]],
         logger: logging.Logger,
         availability_timeout: float = AVAILABILITY_TIMEOUT,
         extensions: Optional[List[Any]] = None,
@@ -191,29 +214,53 @@ class CronService:
         self.config = config
         self.config_error = config_error
         self.clock = clock
-        self.pm = pm
+        self._pm: Optional[pluggy.PluginManager] = None if callable(pm) else pm
+        self._pm_factory = pm if callable(pm) else None
+        self._ctx: Optional[CronContext] = None
+        self._lazy_lock = threading.Lock()
         self.logger = logger
         zone = str(cfg_get(config, "cron", "timezone", default="") or "").strip()
         self.default_tz = zone or local_zone_name()
         self.store: Store = open_store(paths, config, clock=clock, default_tz=self.default_tz)
         self.ledger = self.store.runs
-        self.ctx = CronContext(
-            config=config,
-            store=self.store,
-            ledger=self.ledger,
-            clock=clock,
-            logger=logger,
-            paths=paths,
-            hook=pm.hook,
-        )
         self.scheduler: ActiveScheduler = resolve_cron_scheduler(
             config,
             home=paths.home,
-            pm=pm,
+            pm=lambda: self.pm,
             timeout=availability_timeout,
             error_sink=self._record_error,
         )
-        self.ctx.provider_name = self.scheduler.name
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        with self._lazy_lock:
+            if self._pm is None:
+                assert self._pm_factory is not None
+                self._pm = self._pm_factory()
+            return self._pm
+
+    @property
+    def ctx(self) -> CronContext:
+        pm = self.pm
+        with self._lazy_lock:
+            if self._ctx is None:
+                from .context import CronContext
+
+                self._ctx = CronContext(
+                    config=self.config,
+                    store=self.store,
+                    ledger=self.ledger,
+                    clock=self.clock,
+                    logger=self.logger,
+                    paths=self.paths,
+                    hook=pm.hook,
+                    provider_name=self.scheduler.name,
+                )
+            return self._ctx
+
+    @ctx.setter
+    def ctx(self, ctx: CronContext) -> None:
+        self._ctx = ctx
 
     @classmethod
     def from_home(
@@ -253,16 +300,24 @@ class CronService:
             problems.append(f"{paths.config}: " + "; ".join(bad_values) + " (defaults used)")
         for problem in problems:
             log.warning("%s", problem)
-        pm = get_plugin_manager()
+        plugins = list(plugins)
         records = None
-        if extensions:
-            from .extensions import load_extensions
+        pm: Union[pluggy.PluginManager, Callable[[], pluggy.PluginManager]]
+        if extensions or plugins:
+            # Built now: extensions are loaded and plugins checked (PluginError) here.
+            from .plugin_manager import register_plugin
 
-            records = load_extensions(pm, paths.home, config)
-        # Registered after the extensions, so pluggy asks the embedder's plugins first.
-        for item in plugins:
-            plugin, name = item if isinstance(item, tuple) else (item, None)
-            register_plugin(pm, plugin, name)
+            pm = _new_plugin_manager()
+            if extensions:
+                from .extensions import load_extensions
+
+                records = load_extensions(pm, paths.home, config)
+            # Registered after the extensions, so pluggy asks the embedder's plugins first.
+            for item in plugins:
+                plugin, name = item if isinstance(item, tuple) else (item, None)
+                register_plugin(pm, plugin, name)
+        else:
+            pm = _new_plugin_manager  # nothing to register: built on first use
         return cls(
             paths=paths,
             config=config,
@@ -290,6 +345,8 @@ class CronService:
 
         :raises PluginError: when it does not match the hook specification.
         """
+        from .plugin_manager import register_plugin
+
         return register_plugin(self.pm, plugin, name)
 
     # -- mutations ------------------------------------------------------------------
@@ -465,6 +522,11 @@ class CronService:
 
     def notify(self, job_ids: Sequence[str]) -> Any:
         """Tell the active provider that ``job_ids`` changed (failures are recorded)."""
+        if self._pm is None and self.scheduler.plugin is None:
+            # The built-in, and no plugin manager built yet, so no built-in loop runs in
+            # this process: waking one is all its on_jobs_changed does. Its answer, without
+            # building the manager (and the context) for it.
+            return True
         return self.scheduler.on_jobs_changed(self.ctx, list(job_ids))
 
     # -- firing -----------------------------------------------------------------
@@ -714,7 +776,7 @@ class CronService:
         its ``is_available`` (offline, bounded)."""
         from . import builtin_provider as builtin_module
         from .discovery import discover_providers
-        from .plugin_manager import register_provider
+        from .plugin_manager import get_plugin_manager, register_provider
 
         active = self.scheduler
         rows: List[Dict[str, Any]] = [

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 from datetime import datetime
 from typing import Any, Dict, Optional
 
@@ -83,7 +82,7 @@ def write_heartbeat(
     fields: Dict[str, Any] = {
         "provider": provider,
         "pid": os.getpid(),
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,  # socket.gethostname(), without importing socket
         "heartbeat_at": to_iso(now),
         "stopped_at": None,
     }
@@ -98,7 +97,7 @@ def scheduler_info(
 ) -> Dict[str, Any]:
     """This process as ``Store.heartbeat`` records it."""
     return {
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,  # socket.gethostname(), without importing socket
         "pid": os.getpid(),
         "provider": provider,
         "started_at": to_iso(started_at) if started_at else None,

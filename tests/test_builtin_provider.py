@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from helpers.servicekit import PromptRunner, wait_for, write_config
+from helpers.servicekit import (
+    PromptRunner,
+    advance_idle,
+    wait_for,
+    wait_idle,
+    write_config,
+)
 
 from hermes_cron.builtin_provider import BuiltinProvider, run_due_once
 from hermes_cron.clock import FakeClock
@@ -37,6 +43,8 @@ def settled(service: CronService, job_id: str, count: int) -> bool:
 def started(service: CronService) -> ServiceThread:
     handle = service.start_in_thread()
     wait_for(lambda: read_status(service.paths).get("heartbeat_at"))
+    if isinstance(service.clock, FakeClock):
+        wait_idle(service.clock)  # before the test moves the clock (see wait_idle)
     return handle
 
 
@@ -47,7 +55,7 @@ def test_sub_minute_jobs_fire_exactly_on_time(home: Path, clock: FakeClock) -> N
     t0 = clock.now()
     with started(service):
         for k in (1, 2, 3):
-            clock.advance(2)
+            advance_idle(clock, 2)
             wait_for(lambda k=k: settled(service, job["id"], k))
     expected = [to_iso(t0 + timedelta(seconds=2 * k)) for k in (1, 2, 3)]
     assert runner.fires(job["id"]) == expected
@@ -64,10 +72,11 @@ def test_clock_jump_forward_is_one_catch_up_not_a_storm(home: Path, clock: FakeC
     t0 = clock.now()
     at = lambda s: to_iso(t0 + timedelta(seconds=s))  # noqa: E731
     with started(service):
-        clock.advance(10)
+        advance_idle(clock, 10)
         wait_for(lambda: settled(service, job["id"], 1))
-        clock.advance(3000)  # 300 missed fire times, within the 1 h grace
+        advance_idle(clock, 3000)  # 300 missed fire times, within the 1 h grace
         wait_for(lambda: settled(service, job["id"], 2))
+        wait_idle(clock)
         clock.set(t0 + timedelta(seconds=3020))
         wait_for(lambda: settled(service, job["id"], 3))
     got = rows(service, job["id"])
@@ -83,10 +92,11 @@ def test_a_jump_beyond_the_grace_is_recorded_as_missed(home: Path, clock: FakeCl
     job = service.add_job("every 1h", prompt="ok")
     t0 = clock.now()
     with started(service):
-        clock.advance(3600)
+        advance_idle(clock, 3600)
         wait_for(lambda: settled(service, job["id"], 1))
-        clock.advance(9000)  # latest missed fire (t0+3h) is 30 min old: beyond 60 s
+        advance_idle(clock, 9000)  # latest missed fire (t0+3h) is 30 min old: beyond 60 s
         wait_for(lambda: settled(service, job["id"], 2))
+        wait_idle(clock)
         clock.set(t0 + timedelta(hours=4))
         wait_for(lambda: settled(service, job["id"], 3))
     got = rows(service, job["id"])
@@ -104,11 +114,13 @@ def test_clock_going_backwards_fires_nothing_twice(home: Path, clock: FakeClock)
     job = service.add_job("every 5s", prompt="ok")
     t0 = clock.now()
     with started(service):
-        clock.advance(5)
+        advance_idle(clock, 5)
         wait_for(lambda: settled(service, job["id"], 1))
+        wait_idle(clock)
         clock.set(t0 - timedelta(seconds=60))
+        wait_idle(clock)
         clock.set(t0 + timedelta(seconds=5))  # the time of the run already made
-        clock.advance(5)
+        advance_idle(clock, 5)
         wait_for(lambda: settled(service, job["id"], 2))
     fires = [r["fire_at"] for r in rows(service, job["id"])]
     assert fires == [to_iso(t0 + timedelta(seconds=5)), to_iso(t0 + timedelta(seconds=10))]
@@ -122,10 +134,10 @@ def test_a_job_that_raises_or_hangs_does_not_stop_the_others(home: Path, clock: 
     ok = service.add_job("every 2s", prompt="ok")
     handle = started(service)
     try:
-        clock.advance(2)
+        advance_idle(clock, 2)
         wait_for(lambda: runner.count(hang["id"]) == 1)
         wait_for(lambda: settled(service, ok["id"], 1) and settled(service, boom["id"], 1))
-        clock.advance(2)
+        advance_idle(clock, 2)
         wait_for(lambda: settled(service, ok["id"], 2) and settled(service, boom["id"], 2))
         wait_for(lambda: len(rows(service, hang["id"])) == 1)
     finally:
@@ -148,14 +160,14 @@ def test_a_broken_store_is_recorded_and_the_loop_recovers(home: Path, clock: Fak
     good = service.store.path.read_bytes()
     with started(service):
         service.store.path.write_bytes(b"{not json")
-        clock.advance(2)
+        advance_idle(clock, 2)
         status = wait_for(
             lambda: read_status(service.paths).get("last_error") and read_status(service.paths)
         )
         assert "jobs.json" in status["last_error"] and "not valid JSON" in status["last_error"]
         assert status["last_error_source"] == "loop"
         service.store.path.write_bytes(good)
-        clock.advance(2)
+        advance_idle(clock, 2)
         wait_for(lambda: settled(service, job["id"], 1))
     # One coalesced run for the two fire times that passed while the file was broken.
     assert rows(service, job["id"])[0]["fire_at"] == to_iso(
@@ -179,8 +191,8 @@ def test_changes_by_another_process_are_seen_without_a_wake(home: Path, clock: F
     other = CronService.from_home(home, clock=clock)  # another "process": its own store
     with started(service):
         job = other.add_job("every 3s", prompt="ok")
-        clock.advance(1)  # within the 1 s poll cap the loop re-reads jobs.json
-        clock.advance(2)
+        advance_idle(clock, 1)  # within the 1 s poll cap the loop re-reads jobs.json
+        advance_idle(clock, 2)
         wait_for(lambda: settled(service, job["id"], 1))
     assert runner.fires(job["id"]) == [job["next_run_at"]]
 
@@ -263,7 +275,7 @@ def test_max_workers_bounds_concurrency(home: Path, clock: FakeClock, workers: i
     ok = service.add_job("every 2s", prompt="ok")
     handle = started(service)
     try:
-        clock.advance(2)
+        advance_idle(clock, 2)
         first = wait_for(lambda: runner.calls and runner.calls[0]["job_id"])
         if first == hang["id"]:
             # The single worker is busy: the other claim waits in the queue, not run.

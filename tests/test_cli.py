@@ -336,6 +336,50 @@ def test_help_exits_0(cli: CLI) -> None:
     assert code == 0 and "providers" in out and "daemon" in out
 
 
+#: What a command that only reads or adds jobs, with the built-in selected, never imports
+#: (issue 12: each of these costs a noticeable part of a bare interpreter start).
+NOT_AT_START_UP = (
+    "attr",
+    "attrs",
+    "pluggy",
+    "yaml",
+    "httpx",
+    "starlette",
+    "uvicorn",
+    "jwt",
+    "cryptography",
+    "builtin_plugins",
+    "hermes_cron.discovery",
+    "hermes_cron.plugin_manager",
+    "hermes_cron.builtin_provider",
+    "hermes_cron.runner",
+    "hermes_cron.context",
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["status"], ["list"], ["add", "every 5m", "--", "true"], ["next", "0 9 * * 1-5"]],
+    ids=lambda argv: argv[0],
+)
+def test_quick_commands_import_only_what_they_use(home: Path, argv: List[str]) -> None:
+    # Jobs of every kind in the store (a cron expression, plain English, an interval).
+    assert main(["add", "*/5 * * * *", "--", "true"]) == 0
+    assert main(["add", "every day at 9am", "--", "true"]) == 0
+    assert main(["add", "every 90s", "--", "true"]) == 0
+    code = (
+        "import sys\n"
+        "from hermes_cron.cli import main\n"
+        f"rc = main({argv!r})\n"
+        f"loaded = sorted(m for m in {NOT_AT_START_UP!r} if m in sys.modules)\n"
+        "print('LOADED', loaded)\n"
+        "raise SystemExit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout, proc.stdout
+
+
 def test_cli_startup_imports_no_http_stack(home: Path) -> None:
     code = (
         "import sys\n"
@@ -348,3 +392,36 @@ def test_cli_startup_imports_no_http_stack(home: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["--json", "list", "--all"],
+        ["--home", "/elsewhere", "runs", "--limit", "3"],
+        ["--home=/elsewhere", "show", "abc"],
+        ["add", "every 5m", "--name", "n", "--repeat", "2"],
+        ["next", "0 9 * * 1-5", "--count", "2"],
+        ["store", "export", "jobs.json"],
+        ["store"],
+        ["statu"],
+        ["list", "--bogus"],
+        ["--ho", "/elsewhere", "status"],
+    ],
+)
+def test_the_parser_built_for_one_command_parses_as_the_full_one(argv: List[str]) -> None:
+    """``main`` builds only the named command's parser (start-up, issue 12): same result,
+    same error, for every command line."""
+    from hermes_cron import cli as cli_module
+    from hermes_cron.errors import UsageError
+
+    def parse(how: Any) -> Any:
+        try:
+            ns = how(list(argv))
+        except UsageError as exc:
+            return ("error", str(exc))
+        func = getattr(ns, "func", None)
+        return ({k: v for k, v in vars(ns).items() if k != "func"}, getattr(func, "__name__", None))
+
+    assert parse(cli_module._parse) == parse(lambda a: cli_module.build_parser().parse_args(a))

@@ -35,7 +35,8 @@ def _claimed(ctx: Any, **kwargs: Any) -> Dict[str, Any]:
 def test_runs_argv_without_a_shell_with_job_env(ctx: Any) -> None:
     code = (
         "import os, sys; print(sys.argv[1:]); print(os.getcwd()); "
-        "print(os.environ['HERMES_CRON_JOB_ID'], os.environ['HERMES_CRON_FIRE_AT']); "
+        "e = os.environ; print(e['HERMES_CRON_JOB_ID'], e['HERMES_CRON_FIRE_AT'], "
+        "e['HERMES_CRON_OWNER']); "
         "print('stdin:', repr(sys.stdin.read()))"
     )
     job = _claimed(ctx, command=[PY, "-c", code, "$HOME", "a b", ";", "|"])
@@ -44,7 +45,8 @@ def test_runs_argv_without_a_shell_with_job_env(ctx: Any) -> None:
     lines = outcome.output.splitlines()
     assert lines[0] == "['$HOME', 'a b', ';', '|']"
     assert lines[1] == str(Path.home())
-    assert lines[2] == f"{job['id']} {job['fire_claim']['fire_at']}"
+    claim = job["fire_claim"]
+    assert lines[2] == f"{job['id']} {claim['fire_at']} {claim['owner']}"
     assert lines[3] == "stdin: ''"
 
 

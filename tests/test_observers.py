@@ -15,7 +15,7 @@ from typing import Any, Dict, List
 
 import pytest
 from helpers.observekit import Blocker, Raiser, Recorder, StatusRunner
-from helpers.servicekit import wait_for, write_config
+from helpers.servicekit import advance_idle, wait_for, wait_idle, write_config
 
 from hermes_cron import RunReport, hookimpl
 from hermes_cron.clock import FakeClock
@@ -33,6 +33,8 @@ def ledger(service: CronService) -> List[Dict[str, Any]]:
 def started(service: CronService) -> ServiceThread:
     handle = service.start_in_thread()
     wait_for(lambda: read_status(service.paths).get("heartbeat_at"))
+    if isinstance(service.clock, FakeClock):
+        wait_idle(service.clock)  # before the test moves the clock (see wait_idle)
     return handle
 
 
@@ -130,7 +132,7 @@ def test_a_slow_observer_never_delays_the_next_fire(home: Path, clock: FakeClock
     handle = started(service)
     try:
         for k in (1, 2, 3):
-            clock.advance(2)
+            advance_idle(clock, 2)
             wait_for(lambda k=k: len(ledger(service)) == k, what=f"{k} rows")
         # The observer is still stuck in the first report while three fires ran on time.
         assert blocker.entered == 1

@@ -19,8 +19,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
-import attrs
-
 from ..config import Config, cfg_get
 from ..schedules import Schedule
 from . import rules
@@ -90,7 +88,7 @@ class RuleStore:
 
     def _explain(self, claim: Claim) -> Claim:
         if claim.outcome == GONE:
-            return attrs.evolve(claim, reason=self._gone_reason(claim.job_id))
+            return claim._replace(reason=self._gone_reason(claim.job_id))
         return claim
 
     # -- mutations --------------------------------------------------------------

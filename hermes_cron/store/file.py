@@ -44,8 +44,7 @@ import threading
 from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-import attrs
-
+from .._frozen import Frozen
 from ..clock import Clock
 from ..config import Config, cfg_get
 from ..errors import (
@@ -175,21 +174,35 @@ def _scan_document(text: str) -> Tuple[List[Tuple[str, str]], List[Tuple[Any, st
 # The parsed file
 
 
-@attrs.frozen(eq=False)
-class _Entry:
+class _Entry(Frozen):
     """One element of the ``jobs`` array, validated once.
 
     ``raw`` is the element's text in the file: its exact source as read, or the JSON
     this process wrote for it. ``job`` is None when the element is invalid (``error``
-    says why).
+    says why). Not attrs: see hermes_cron._frozen (issue 12).
     """
+
+    __slots__ = ("raw", "value", "job", "schedule", "next_run", "error")
+    __eq__ = Frozen.identity_eq
+    __hash__ = Frozen.identity_hash
 
     raw: str
     value: Any
-    job: Optional[Job] = None
-    schedule: Optional[Schedule] = None
-    next_run: Optional[datetime] = None
-    error: Optional[str] = None
+    job: Optional[Job]
+    schedule: Optional[Schedule]
+    next_run: Optional[datetime]
+    error: Optional[str]
+
+    def __init__(
+        self,
+        raw: str,
+        value: Any,
+        job: Optional[Job] = None,
+        schedule: Optional[Schedule] = None,
+        next_run: Optional[datetime] = None,
+        error: Optional[str] = None,
+    ) -> None:
+        self._set(raw=raw, value=value, job=job, schedule=schedule, next_run=next_run, error=error)
 
     @classmethod
     def parse(cls, value: Any, raw: str) -> _Entry:

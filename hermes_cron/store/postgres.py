@@ -688,7 +688,7 @@ class PostgresStore(RuleStore):
             won = []
             for n, answer in enumerate(answers):
                 if isinstance(answer, Claim) and answer.job_id in fences:
-                    answer = answers[n] = attrs.evolve(answer, fence=fences[answer.job_id])
+                    answer = answers[n] = answer._replace(fence=fences[answer.job_id])
                     if answer.outcome == WON:
                         won.append(answer)
             if won:

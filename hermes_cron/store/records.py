@@ -9,14 +9,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
 import shlex
 import string
 from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import attrs
-
+from .._frozen import Frozen
 from ..errors import ScheduleError
 from ..schedules import Schedule
 from ..timeutil import parse_iso
@@ -108,20 +106,31 @@ UPDATABLE = (
 )
 
 
-@attrs.frozen
-class Quarantined:
+# Not attrs, dataclasses or NamedTuples: see hermes_cron._frozen (issue 12).
+
+
+class Quarantined(Frozen):
     """A record kept aside because its fields are invalid."""
+
+    __slots__ = ("index", "job_id", "error", "record")
 
     index: int
     job_id: Optional[str]
     error: str
     record: Any
 
+    def __init__(self, index: int, job_id: Optional[str], error: str, record: Any) -> None:
+        self._set(index=index, job_id=job_id, error=error, record=record)
 
-@attrs.frozen
-class Snapshot:
+
+class Snapshot(Frozen):
+    __slots__ = ("jobs", "quarantined")
+
     jobs: List[Job]
     quarantined: List[Quarantined]
+
+    def __init__(self, jobs: List[Job], quarantined: List[Quarantined]) -> None:
+        self._set(jobs=jobs, quarantined=quarantined)
 
 
 class Invalid(Exception):
@@ -373,19 +382,31 @@ def copy_json(value: Any) -> Any:
 
 def new_id() -> str:
     """A fresh random job id (``ID_LENGTH`` characters of ``ID_ALPHABET``)."""
-    return "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+    # secrets.choice is SystemRandom().choice (os.urandom); the secrets module would
+    # also import hmac and OpenSSL's hashlib, which ``add`` need not pay for (issue 12).
+    from random import SystemRandom
+
+    choice = SystemRandom().choice
+    return "".join(choice(ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
-@attrs.frozen(eq=False)
-class Record:
+class Record(Frozen):
     """A valid job as a backend holds it: the record, its parsed schedule and next run.
 
     Rules (``rules.py``) take and return these; a backend only reads and writes them.
+    Compared by identity.
     """
+
+    __slots__ = ("job", "schedule", "next_run")
+    __eq__ = Frozen.identity_eq
+    __hash__ = Frozen.identity_hash
 
     job: Job
     schedule: Schedule
     next_run: Optional[datetime]
+
+    def __init__(self, job: Job, schedule: Schedule, next_run: Optional[datetime]) -> None:
+        self._set(job=job, schedule=schedule, next_run=next_run)
 
     @classmethod
     def check(cls, value: Any) -> Record:

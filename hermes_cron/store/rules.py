@@ -31,8 +31,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import attrs
-
+from .._frozen import Frozen
 from ..errors import UsageError
 from ..schedules import Schedule, parse_schedule
 from ..timeutil import parse_iso, to_iso
@@ -76,12 +75,17 @@ Change = Tuple[Optional[Record], Any]
 _MICRO = timedelta(microseconds=1)
 
 
-@attrs.frozen
-class Policy:
+# Not attrs: see hermes_cron._frozen (issue 12).
+class Policy(Frozen):
     """The store-wide settings the rules read (``cron.claim_ttl``, ``cron.misfire_grace``)."""
 
-    claim_ttl: float = 300.0
-    misfire_grace: float = 3600.0
+    __slots__ = ("claim_ttl", "misfire_grace")
+
+    claim_ttl: float
+    misfire_grace: float
+
+    def __init__(self, claim_ttl: float = 300.0, misfire_grace: float = 3600.0) -> None:
+        self._set(claim_ttl=claim_ttl, misfire_grace=misfire_grace)
 
     def grace(self, job: Job) -> float:
         value = job.get("misfire_grace")
@@ -98,33 +102,77 @@ class Policy:
         return 0 <= age < self.claim_ttl
 
 
-@attrs.frozen
-class Claim:
+class Claim(Frozen):
     """The answer of a claim attempt."""
+
+    __slots__ = (
+        "job_id",
+        "fire_at",
+        "outcome",
+        "owner",
+        "job",
+        "reason",
+        "missed_from",
+        "manual",
+        "superseded",
+        "fence",
+    )
 
     job_id: str
     fire_at: datetime  # the due time the fire is for (after coalescing missed times)
     outcome: str
     owner: str
-    job: Optional[Job] = None  # the record as written by the claim (None when GONE)
-    reason: str = ""  # why, for LOST/GONE/INACTIVE/MISSED/SKIPPED; for a coalesced catch-up,
+    job: Optional[Job]  # the record as written by the claim (None when GONE)
+    reason: str  # why, for LOST/GONE/INACTIVE/MISSED/SKIPPED; for a coalesced catch-up,
     # which missed times were folded into this one
     #: For a coalesced catch-up: the first missed fire time folded into this run
     #: (the ``fire_at`` that was asked for). None when nothing was folded in.
-    missed_from: Optional[datetime] = None
+    missed_from: Optional[datetime]
     #: True for ``claim_manual`` (``hermes-cron run ID``).
-    manual: bool = False
+    manual: bool
     #: When this claim took over a stale one, the run that never finished, as an
     #: INTERRUPTED claim, so the runner writes its ledger row (nothing dropped silently).
-    superseded: Optional[Claim] = None
+    superseded: Optional[Claim]
     #: The claim's fencing counter (PostgreSQL); 0 where the store keeps none.
-    fence: int = 0
+    fence: int
     #: Which attempt of the fire this is: 1, or 2, 3... for retries (``retries``).
-    attempt: int = 1
+    attempt: int
     #: For a retry: the due time that was claimed (``fire_at`` stays the fire it retries).
-    due_at: Optional[datetime] = None
+    due_at: Optional[datetime]
     #: For QUEUED under ``overlap: replace``: the owner whose run was asked to stop.
-    replacing: Optional[str] = None
+    replacing: Optional[str]
+
+    def __init__(
+        self,
+        job_id: str,
+        fire_at: datetime,
+        outcome: str,
+        owner: str,
+        job: Optional[Job] = None,
+        reason: str = "",
+        missed_from: Optional[datetime] = None,
+        manual: bool = False,
+        superseded: Optional[Claim] = None,
+        fence: int = 0,
+        attempt: int = 1,
+        due_at: Optional[datetime] = None,
+        replacing: Optional[str] = None,
+    ) -> None:
+        self._set(
+            job_id=job_id,
+            fire_at=fire_at,
+            outcome=outcome,
+            owner=owner,
+            job=job,
+            reason=reason,
+            missed_from=missed_from,
+            manual=manual,
+            superseded=superseded,
+            fence=fence,
+            attempt=attempt,
+            due_at=due_at,
+            replacing=replacing,
+        )
 
     @property
     def won(self) -> bool:
@@ -412,7 +460,7 @@ def rezoned(schedule: Schedule, tz: str, now: datetime) -> Schedule:
     text = schedule.text
     if schedule.kind == "once" and text[:4].isdigit() and text[4:5] == "-":
         return parse_schedule(text, tz=tz, now=now)
-    return attrs.evolve(schedule, tz=tz)
+    return schedule._replace(tz=tz)
 
 
 def _new_schedule(rec: Record, fields: Mapping[str, Any], now: datetime) -> Optional[Schedule]:

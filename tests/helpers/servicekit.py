@@ -8,16 +8,43 @@ import subprocess
 import sys
 import textwrap
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import yaml
 
 from hermes_cron import hookimpl
+from hermes_cron.clock import FakeClock
 from hermes_cron.runner import RunOutcome
 from hermes_cron.testing.fixtures import wait_for as wait_for  # shared by the tests
 
 REPO = Path(__file__).resolve().parents[2]
+
+#: The threads of a built-in provider started with ``start_in_thread`` that sleep on its
+#: clock between fires: the loop and the dispatcher of claims made ahead of time.
+IDLE_SLEEPERS = ("hermes-cron-provider", "hermes-cron-dispatch")
+
+
+def wait_idle(clock: FakeClock) -> None:
+    """Wait (real time, generously) until the built-in loop and its dispatcher sleep on
+    ``clock``.
+
+    Move a fake clock only then. The loop reads the time, works out how long to sleep,
+    writes its heartbeat and sleeps: a jump in between makes it count its sleep from
+    after the jump, and a fake clock that moves no more never wakes it. The heartbeat
+    in ``status.json`` is written before that sleep, so it is no sign of it; nor is a
+    count of sleepers (a run's claim renewer sleeps on the clock too).
+    """
+    assert clock.wait_for_sleepers(*IDLE_SLEEPERS, timeout=60), (
+        f"the built-in loop never slept on the clock (sleeping: {clock.sleepers()})"
+    )
+
+
+def advance_idle(clock: FakeClock, seconds: float) -> datetime:
+    """``clock.advance(seconds)`` once the built-in loop sleeps on it (see ``wait_idle``)."""
+    wait_idle(clock)
+    return clock.advance(seconds)
 
 
 def write_config(home: Path, data: Dict[str, Any]) -> None:

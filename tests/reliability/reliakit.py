@@ -101,19 +101,34 @@ class Daemon:
 
 
 def fire_lines(path: Path) -> List[Tuple[str, str, int]]:
-    """``(job_id, fire_at, pid of the daemon that ran it)`` per line the jobs wrote.
+    """``(job_id, fire_at, pid of the daemon that ran it)`` per line the jobs wrote, each
+    line ``$HERMES_CRON_JOB_ID $HERMES_CRON_FIRE_AT $HERMES_CRON_OWNER``.
 
-    A line torn by a kill (fewer than three fields) is ignored: it cannot be
-    matched to a fire anyway and its job's next line starts fresh.
+    The pid comes from the claim's owner token (``host:pid:random``), which the daemon
+    wrote into the claim before it started the job: unlike the job's ``$PPID`` (1 once
+    the daemon is SIGKILLed before the job's shell reads it) it names the daemon that
+    ran the fire whatever happened to it since, and it is the ``owner`` of the fire's
+    ledger row. A line torn by a kill (not three fields, no complete token) is ignored:
+    it cannot be matched to a fire anyway and its job's next line starts fresh.
     """
     if not path.exists():
         return []
     out = []
     for line in path.read_text(errors="replace").splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[2].isdigit():
-            out.append((parts[0], parts[1], int(parts[2])))
+        if len(parts) == 3:
+            pid = owner_pid(parts[2])
+            if pid:
+                out.append((parts[0], parts[1], pid))
     return out
+
+
+def owner_pid(owner: Any) -> int:
+    """The pid in a claim owner token ``host:pid:random``; 0 when it is not one."""
+    parts = str(owner or "").split(":")
+    if len(parts) >= 3 and parts[-2].isdigit() and parts[-1]:
+        return int(parts[-2])
+    return 0
 
 
 def duplicates(pairs: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], int]:

@@ -27,6 +27,7 @@ from reliakit import (
     fire_lines,
     is_run,
     ledger,
+    owner_pid,
     wait_until,
 )
 
@@ -40,8 +41,8 @@ CLAIM_TTL = 2
 
 
 def _command(out: Path, tail: str = "") -> List[str]:
-    # $PPID is the daemon that started the job: who ran each fire is on record.
-    script = f'echo "$HERMES_CRON_JOB_ID $HERMES_CRON_FIRE_AT $PPID" >> {out}{tail}'
+    # The claim's owner token names the daemon that ran the fire (see fire_lines).
+    script = f'echo "$HERMES_CRON_JOB_ID $HERMES_CRON_FIRE_AT $HERMES_CRON_OWNER" >> {out}{tail}'
     return ["sh", "-c", script]
 
 
@@ -58,10 +59,8 @@ def _owner_pid(home: Path, job_id: str) -> Tuple[int, str]:
         return 0, ""
     for job in doc["jobs"]:
         claim = job.get("fire_claim")
-        if job["id"] == job_id and claim:
-            parts = claim["owner"].split(":")
-            if len(parts) >= 2 and parts[-2].isdigit():
-                return int(parts[-2]), claim["fire_at"]
+        if job["id"] == job_id and claim and owner_pid(claim["owner"]):
+            return owner_pid(claim["owner"]), claim["fire_at"]
     return 0, ""
 
 
@@ -169,12 +168,14 @@ def test_killed_and_restarted_daemons_run_each_fire_at_most_once(home: Path) -> 
     rows = ledger(home)
     runs = [r for r in rows if is_run(r)]
     assert not duplicates((r["job_id"], r["fire_at"]) for r in runs), note
-    # ...and they agree: each recorded run ran, and a run missing from the ledger was cut
-    # short by a SIGKILL of the daemon that ran it.
+    # ...and they agree: each recorded run ran, under the claim of the daemon the ledger
+    # names, and a run missing from the ledger was cut short by a SIGKILL of the daemon
+    # that ran it.
     ran = {(j, f): p for j, f, p in lines}
     for row in runs:
         if row["job_id"] in ids:
             assert (row["job_id"], row["fire_at"]) in ran, (row, note)
+            assert owner_pid(row["owner"]) == ran[(row["job_id"], row["fire_at"])], (row, note)
             if row["status"] == "ok":
                 assert f"fire time: {row['fire_at']}" in Path(row["output"]).read_text()
     recorded = {(r["job_id"], r["fire_at"]) for r in runs}

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from helpers.servicekit import PromptRunner, wait_for, write_config
+from helpers.servicekit import PromptRunner, wait_for, wait_idle, write_config
 
 from hermes_cron.clock import FakeClock
 from hermes_cron.service import CronService
@@ -102,6 +102,7 @@ def test_random_clock_jumps_follow_the_missed_run_policy(home: Path, clock: Fake
             if jump < 0:
                 assert want == {}, "a backward jump can have nothing due"
             log.append(f"step {step}: {jump:+d} s to {to_iso(now)}: {want}")
+            wait_idle(clock)
             clock.set(now)
             expected_rows = rows_seen + len(want)
             wait_for(lambda n=now, r=expected_rows: _settled(service, n, r), timeout=20)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 import pytest
-from helpers.servicekit import PromptRunner, wait_for
+from helpers.servicekit import PromptRunner, advance_idle, wait_for
 from helpers.storekit import fire_time, make_ctx, sched
 from reliakit import DiskFault, named, under
 
@@ -224,7 +224,7 @@ def test_the_loop_reports_a_full_disk_runs_nothing_unclaimed_and_recovers(
     try:
         wait_for(lambda: read_status(service.paths).get("heartbeat_at"))
         fault.on()
-        clock.advance(2)
+        advance_idle(clock, 2)
         status = wait_for(
             lambda: (
                 "No space left" in str(read_status(service.paths).get("last_error"))
@@ -235,7 +235,8 @@ def test_the_loop_reports_a_full_disk_runs_nothing_unclaimed_and_recovers(
         assert runner.count(job["id"]) == 0  # no run without its claim on disk
         assert handle.running
         fault.off()
-        clock.advance(2)
+        # The loop records the error, then sleeps for its retry: move the clock only then.
+        advance_idle(clock, 2)
         wait_for(
             lambda: runner.count(job["id"]) == 1 and not service.store.get(job["id"])["fire_claim"]
         )
@@ -256,7 +257,7 @@ def test_an_unwritable_status_file_never_stops_the_scheduler(
     handle = service.start_in_thread()
     try:
         for k in (1, 2):
-            clock.advance(2)
+            advance_idle(clock, 2)  # no heartbeat to wait for: status.json is unwritable
             wait_for(
                 lambda k=k: (
                     runner.count(job["id"]) == k and not service.store.get(job["id"])["fire_claim"]

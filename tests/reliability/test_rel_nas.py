@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
+import hermes_cron_builtin_plugins.chronos as chronos
 import httpx
 import pytest
 from helpers.chronoskit import ThreadedServer, write_auth, write_config
@@ -144,12 +145,26 @@ def rig(home: Path) -> Iterator[Rig]:
 
 
 def _stalled(rig: Rig, job_ids: List[str]) -> bool:
-    """Every job's stored next run has passed with no arm at NAS for it."""
+    """Every job's stored next run has passed with no arm at NAS for it, and the agent
+    knows: its Chronos map does not hold that arm (its re-arm failed).
+
+    NAS alone cannot tell: it takes an arm off its list when it starts delivering the
+    fire, so an arm on its way to the agent (not yet claimed, ``next_run_at`` not yet
+    advanced) looks the same from there, however long the delivery takes on a loaded
+    machine; a reconcile then rightly finds nothing to do."""
     armed = rig.nas.armed()
+    state = chronos.chronos_state(rig.service.ctx)
+    with state._map_lock:
+        known = dict(state.armed)
     now = time.time()
     for job_id in job_ids:
         nxt = rig.service.store.get(job_id)["next_run_at"]
         if job_id in armed or parse_iso(nxt).timestamp() > now - 0.3:
+            return False
+        have = known.get(job_id)
+        if have not in (None, chronos.NOT_ARMED, chronos.UNKNOWN) and parse_iso(have) == parse_iso(
+            nxt
+        ):
             return False
     return True
 

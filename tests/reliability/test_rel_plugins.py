@@ -19,6 +19,7 @@ from typing import Any, Dict
 import pytest
 from helpers.servicekit import (
     PromptRunner,
+    advance_idle,
     cli_cmd,
     run_cli,
     wait_for,
@@ -151,7 +152,7 @@ def test_a_provider_raising_in_every_other_hook_never_stops_cron(
     handle = service.start_in_thread()
     try:
         wait_for(lambda: read_status(service.paths).get("heartbeat_at"))
-        clock.advance(2)
+        advance_idle(clock, 2)
         wait_for(lambda: runner.count(job["id"]) == 1)
         status = service.status()
         assert status["provider"] == "builtin"
@@ -159,7 +160,7 @@ def test_a_provider_raising_in_every_other_hook_never_stops_cron(
         # The dropped provider no longer sees fire_due: the built-in default runs it.
         wait_for(lambda: not service.store.get(job["id"])["fire_claim"])
         due = service.store.get(job["id"])["next_run_at"]
-        clock.advance(2)
+        advance_idle(clock, 2)
         result = service.fire_due(job["id"], due)  # races the loop for it: one of them wins
         assert result.claim in ("won", LOST)
     finally:
