@@ -15,8 +15,7 @@ import os
 from datetime import datetime
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-import attrs
-
+from ._frozen import Frozen
 from .errors import ScheduleError, UsageError
 from .timeutil import to_iso
 
@@ -132,15 +131,21 @@ def _env(value: Any) -> Dict[str, str]:
     return dict(env_pair(item) for item in value)
 
 
-@attrs.frozen
-class Option:
+class Option(Frozen):
     """One job option: its record field, its command-line flag, how text becomes a value."""
+
+    __slots__ = ("field", "flag", "metavar", "help", "parse")
 
     field: str
     flag: str
     metavar: str
     help: str
     parse: Callable[[Any], Any]
+
+    def __init__(
+        self, field: str, flag: str, metavar: str, help: str, parse: Callable[[Any], Any]
+    ) -> None:
+        self._set(field=field, flag=flag, metavar=metavar, help=help, parse=parse)
 
     @property
     def name(self) -> str:

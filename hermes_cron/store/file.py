@@ -827,11 +827,12 @@ class JobStore(RuleStore):
         if fd is not None:
             os.close(fd)
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Callable[[int], None] = os.close) -> None:
+        # ``os`` may already be torn down when this runs at interpreter exit: bind early.
         fd = getattr(self, "_pin_fd", None)
         if fd is not None:
             try:
-                os.close(fd)
+                _close(fd)
             except OSError:
                 pass
 

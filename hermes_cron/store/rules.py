@@ -116,6 +116,9 @@ class Claim(Frozen):
         "manual",
         "superseded",
         "fence",
+        "attempt",
+        "due_at",
+        "replacing",
     )
 
     job_id: str
