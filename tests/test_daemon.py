@@ -17,6 +17,7 @@ from helpers.servicekit import (
     cli_cmd,
     ledger_rows,
     run_cli,
+    running_daemon,
     wait_for,
     write_config,
     write_user_plugin,
@@ -36,26 +37,8 @@ def job_timeout() -> int:
 def daemon(home: Path, job_timeout: int) -> Iterator[subprocess.Popen]:
     """A ``hermes-cron daemon`` on ``home``, ready (heartbeat written); killed if left."""
     write_config(home, {"cron": {"job_timeout": job_timeout}})
-    env = dict(os.environ, HERMES_HOME=str(home))
-    proc = subprocess.Popen(
-        cli_cmd("daemon"),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(home),
-    )
-    try:
-        wait_for(
-            lambda: proc.poll() is not None or read_status(HomePaths.at(home)).get("heartbeat_at"),
-            timeout=30,
-        )
-        assert proc.poll() is None, proc.communicate()
+    with running_daemon(home) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_daemon_runs_a_job_added_by_another_process_and_stops_on_sigterm(

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from helpers.servicekit import cli_cmd, run_cli, wait_for, write_config
+from helpers.servicekit import run_cli, running_daemon, wait_for, write_config
 
 from hermes_cron.clock import FakeClock
 from hermes_cron.ledger import RunLedger
 from hermes_cron.paths import HomePaths
 from hermes_cron.runner import cut_output
-from hermes_cron.status_file import read_status
 from hermes_cron.store.outputs import OutputFiles
 
 
@@ -137,25 +136,8 @@ def tiny_daemon(home: Path) -> Iterator[subprocess.Popen]:
         home,
         {"cron": {"output_retention": 3, "output_max_bytes": 1024, "ledger_max_bytes": 4096}},
     )
-    proc = subprocess.Popen(
-        cli_cmd("daemon"),
-        env=dict(os.environ, HERMES_HOME=str(home)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(home),
-    )
-    try:
-        wait_for(
-            lambda: proc.poll() is not None or read_status(HomePaths.at(home)).get("heartbeat_at"),
-            timeout=30,
-        )
-        assert proc.poll() is None, proc.communicate()
+    with running_daemon(home, stdout=subprocess.DEVNULL) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_a_daemon_with_tiny_limits_keeps_disk_bounded(

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import textwrap
 import threading
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
 
@@ -161,3 +162,31 @@ def ledger_rows(home: Path) -> List[Dict[str, Any]]:
         if line.strip():
             rows.append(json.loads(line))
     return rows
+
+
+@contextmanager
+def running_daemon(home: Path, **popen: Any) -> Iterator[subprocess.Popen]:
+    """A ``hermes-cron daemon`` on ``home``, ready (heartbeat written); killed if left."""
+    from hermes_cron.paths import HomePaths
+    from hermes_cron.status_file import read_status
+
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen(
+        cli_cmd("daemon"),
+        env=dict(os.environ, HERMES_HOME=str(home)),
+        text=True,
+        cwd=str(home),
+        **popen,
+    )
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or read_status(HomePaths.at(home)).get("heartbeat_at"),
+            timeout=30,
+        )
+        assert proc.poll() is None, proc.communicate()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
