@@ -17,17 +17,42 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, Generator, List, Optional
 
 from .errors import LockTimeoutError, StoreError
 from .lock import FileLock
 from .paths import HomePaths
+from .timeutil import parse_iso
 
 Row = Dict[str, Any]
 
 #: Bytes read per step when scanning the file backwards.
 _BLOCK = 64 * 1024
+
+#: How far out of order (by ``finished_at``) rows may be written by concurrent runs.
+_SKEW = timedelta(minutes=5)
+
+
+def is_final_row_of(row: Row, interrupted: Row) -> bool:
+    """Is ``row`` the final row (not ``running``) of the run ``interrupted`` describes:
+    the same job, fire, owner and attempt? (Every ``RunLog`` asks this.)"""
+    return (
+        row.get("status") != "running"
+        and row.get("job_id") == interrupted.get("job_id")
+        and row.get("fire_at") == interrupted.get("fire_at")
+        and row.get("owner") == interrupted.get("owner")
+        and (row.get("attempt") or 1) == (interrupted.get("attempt") or 1)
+        and bool(row.get("manual")) == bool(interrupted.get("manual"))
+    )
+
+
+def _time_of(value: Any) -> Optional[datetime]:
+    try:
+        return parse_iso(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class RunLedger:
@@ -92,6 +117,41 @@ class RunLedger:
         if limit is not None and limit <= 0:
             return []
         rows: List[Row] = []
+        newest_first = self._rows_backwards()
+        try:
+            for row in newest_first:
+                if job_id is not None and row.get("job_id") != job_id:
+                    continue
+                rows.append(row)
+                if limit is not None and len(rows) >= limit:
+                    break
+        finally:
+            newest_first.close()  # release the files at once when stopping early
+        return rows
+
+    def append_interrupted(self, row: Dict[str, Any]) -> bool:
+        """Append the ``error`` row of a run that never finished, unless that run's own
+        final row is already here (its process wrote it, then died or lost the store
+        before ``finish_run``): one row per fire. Returns whether the row was written.
+
+        Scans back only to rows that finished well before the fire (a run's final row
+        cannot finish before its fire), so the cost is the rows written since."""
+        since = _time_of(row.get("fire_at"))
+        newest_first = self._rows_backwards()
+        try:
+            for seen in newest_first:
+                if is_final_row_of(seen, row):
+                    return False
+                finished = _time_of(seen.get("finished_at"))
+                if since is not None and finished is not None and finished < since - _SKEW:
+                    break
+        finally:
+            newest_first.close()
+        self.append(row)
+        return True
+
+    def _rows_backwards(self) -> Generator[Row, None, None]:
+        """Every good row of both files, newest first; closes them when done or closed."""
         # Both files opened before either is read, the current one first: a rotation in
         # between makes both name the same file (read once, by inode), never none.
         fds = [self._open(path) for path in (self.path, self.rotated)]
@@ -105,27 +165,23 @@ class RunLedger:
         if fds[1] is not None and inodes[0] == inodes[1]:
             os.close(fds[1])
             fds[1] = None
-        for fd in fds:
-            if fd is None:
-                continue
-            if limit is not None and len(rows) >= limit:
-                os.close(fd)
-                continue
-            lines = self._lines_backwards(fd)
-            for line in lines:
+        pending = [fd for fd in fds if fd is not None]
+        try:
+            while pending:
+                lines = self._lines_backwards(pending.pop(0))
                 try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(row, dict):
-                    continue
-                if job_id is not None and row.get("job_id") != job_id:
-                    continue
-                rows.append(row)
-                if limit is not None and len(rows) >= limit:
-                    break
-            lines.close()  # release the file at once when stopping early
-        return rows
+                    for line in lines:
+                        try:
+                            row = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(row, dict):
+                            yield row
+                finally:
+                    lines.close()
+        finally:
+            for fd in pending:
+                os.close(fd)
 
     def _open(self, path: Path) -> Optional[int]:
         try:

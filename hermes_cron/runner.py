@@ -68,6 +68,10 @@ CANCEL_POLL = 0.25
 
 #: ``execute_claim`` tries this many times to record a run's end when the store is busy.
 FINISH_ATTEMPTS = 3
+#: Seconds (real time) a run's end is retried while the store cannot be reached (a
+#: database restart): long enough to outlast one, short enough not to hold a daemon's
+#: stop for long. Past it, the claim goes stale and catch-up records the interruption.
+FINISH_UNAVAILABLE_FOR = 30.0
 
 _log = logging.getLogger("hermes_cron.runner")
 
@@ -196,7 +200,7 @@ def execute_claim(
         now = ctx.clock.now()
         row = _row(ctx, claim, status=status, started=now, finished=now, output=None)
         row["error"] = claim.reason or None
-        if _append_row(ctx, row):
+        if _append_row(ctx, row, interrupted=claim.outcome == INTERRUPTED):
             observers_of(ctx).submit(claim.job, row)
         return RunResult(
             claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None, attempt
@@ -365,7 +369,10 @@ class RunRecorder:
         for claim, outcome, started, finished in batch:
             _, error = _write_records(self.ctx, claim, outcome, started, finished)
             finishes.append((claim, outcome.status, error, started))
-        jobs = _finish_many(self.ctx, finishes)
+        written = _finish_many(self.ctx, finishes)
+        jobs: List[Optional[Dict[str, Any]]] = (
+            written if written is not None else [None] * len(finishes)
+        )
         if self._on_recorded is not None:
             self._on_recorded(jobs)
 
@@ -413,8 +420,12 @@ def _row(
     return row
 
 
-def _append_row(ctx: CronContext, row: Dict[str, Any]) -> bool:
+def _append_row(ctx: CronContext, row: Dict[str, Any], *, interrupted: bool = False) -> bool:
+    """Write a row of a skip, miss or interruption; whether it was written (an
+    interruption whose run had recorded its end is not recorded twice)."""
     try:
+        if interrupted:
+            return ctx.ledger.append_interrupted(row)
         ctx.ledger.append(row)
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot record %s: %s", row["job_id"], row["status"], exc)
@@ -685,58 +696,63 @@ class _CancelWatch:
 def _finish(
     ctx: CronContext, claim: Claim, status: str, error: Optional[str], started: datetime
 ) -> None:
-    """``finish_run``, retried a little when the store is busy; logged, never raised."""
-    from .errors import LockTimeoutError
-
-    for attempt in range(1, FINISH_ATTEMPTS + 1):
-        try:
-            job = ctx.store.finish_run(
-                claim.job_id, claim.owner, status=status, error=error, started_at=started
-            )
-        except LockTimeoutError as exc:
-            if attempt < FINISH_ATTEMPTS:
-                continue
-            _log_for(ctx).error("job %s: cannot record the run's end: %s", claim.job_id, exc)
-            return
-        except HermesCronError as exc:
-            _log_for(ctx).error("job %s: cannot record the run's end: %s", claim.job_id, exc)
-            return
-        if job is None:
-            _log_for(ctx).warning(
-                "job %s: the run ended but the job is gone or its claim was taken over",
-                claim.job_id,
-            )
-        return
+    """``finish_run``, retried while the store is busy or down; logged, never raised."""
+    _finish_many(ctx, [(claim, status, error, started)])
 
 
 def _finish_many(
     ctx: CronContext, finishes: List[Tuple[Claim, str, Optional[str], datetime]]
-) -> List[Optional[Dict[str, Any]]]:
-    """``finish_run`` for many runs in one write (``store.finish_runs``), retried a little
-    when the store is busy; logged, never raised. Returns the records written (None
-    where nothing was: the claim was lost, or the store failed)."""
-    from .errors import LockTimeoutError
+) -> Optional[List[Optional[Dict[str, Any]]]]:
+    """``finish_run`` for many runs in one write (``store.finish_runs``; one run through
+    ``store.finish_run``), retried a few times when the store is busy and for up to
+    ``FINISH_UNAVAILABLE_FOR`` seconds while it cannot be reached; logged, never raised.
+    Returns the records written (None where the claim was lost), or None when the
+    store failed."""
+    import time
+
+    from .errors import LockTimeoutError, StoreUnavailableError
 
     runs = [(c.job_id, c.owner, status, error, started) for c, status, error, started in finishes]
-    for attempt in range(1, FINISH_ATTEMPTS + 1):
+    what = f"job {runs[0][0]}: the run's end" if len(runs) == 1 else f"the end of {len(runs)} runs"
+    busy = 0
+    give_up_at = time.monotonic() + FINISH_UNAVAILABLE_FOR
+    pause = 0.1
+    while True:
         try:
-            jobs = ctx.store.finish_runs(runs)
+            if len(runs) == 1:
+                job_id, owner, status, error, started = runs[0]
+                jobs = [
+                    ctx.store.finish_run(
+                        job_id, owner, status=status, error=error, started_at=started
+                    )
+                ]
+            else:
+                jobs = list(ctx.store.finish_runs(runs))
         except LockTimeoutError as exc:
-            if attempt < FINISH_ATTEMPTS:
+            busy += 1
+            if busy < FINISH_ATTEMPTS:
                 continue
-            _log_for(ctx).error("cannot record the end of %d run(s): %s", len(runs), exc)
-            return [None] * len(runs)
+            _log_for(ctx).error("cannot record %s: %s", what, exc)
+            return None
+        except StoreUnavailableError as exc:
+            if time.monotonic() + pause > give_up_at:
+                _log_for(ctx).error("cannot record %s: %s", what, exc)
+                return None
+            if pause == 0.1:
+                _log_for(ctx).warning("cannot record %s yet (retrying): %s", what, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
         except HermesCronError as exc:
-            _log_for(ctx).error("cannot record the end of %d run(s): %s", len(runs), exc)
-            return [None] * len(runs)
-        for (claim, *_), job in zip(finishes, jobs):
-            if job is None:
-                _log_for(ctx).warning(
-                    "job %s: the run ended but the job is gone or its claim was taken over",
-                    claim.job_id,
-                )
-        return list(jobs)
-    return [None] * len(runs)
+            _log_for(ctx).error("cannot record %s: %s", what, exc)
+            return None
+        else:
+            for job_id, job in zip((r[0] for r in runs), jobs):
+                if job is None:
+                    _log_for(ctx).warning(
+                        "job %s: the run ended but the job is gone or its claim was taken over",
+                        job_id,
+                    )
+            return jobs
 
 
 def write_output(

@@ -202,7 +202,10 @@ def _run_python(code: str, workdir: Path) -> Tuple[int, str]:
     if first.startswith(WITH_PYTEST):
         # A test module: run it under pytest (with hermes-cron's pytest plugin).
         script = workdir / "test_doc_example.py"
+        # A base temp dir of its own: pytest's default one is shared by every pytest run
+        # on the machine (the tox envs run in parallel) and its clean-up races theirs.
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
+        command += ["--basetemp", str(workdir / "pytest-tmp")]
     else:
         script = workdir / "example.py"
         command = [sys.executable]

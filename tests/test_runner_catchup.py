@@ -14,7 +14,8 @@ from hermes_cron.clock import FakeClock
 from hermes_cron.paths import HomePaths
 from hermes_cron.runner import RunResult, execute_claim, run_one_job
 from hermes_cron.schedules import Schedule
-from hermes_cron.store import MISSED, WON
+from hermes_cron.errors import StoreError, StoreUnavailableError
+from hermes_cron.store import INTERRUPTED, MISSED, WON
 from hermes_cron.timeutil import parse_iso, to_iso
 
 
@@ -151,3 +152,70 @@ def test_catch_up_costs_o1_per_job(
     assert missed.outcome == MISSED
     assert calls["next_after"] <= 1 and calls["latest_at_or_before"] <= 1
     assert fire_time(ctx.store, slow["id"]) == clock.now() + timedelta(hours=1)
+
+
+def _fire_and_lose_the_finish(ctx: Any, job_id: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the due fire of ``job_id`` as a process that wrote the run's final row and
+    then lost the store before ``finish_run`` landed (its claim stays behind)."""
+    due = fire_time(ctx.store, job_id)
+    ctx.clock.set(due)
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("the store went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ctx.store, "finish_run", lost)
+        result = run_one_job(ctx, job_id, to_iso(due))
+    assert result.claim == WON and result.status == "ok"
+    assert ctx.store.get(job_id)["fire_claim"] is not None  # the finish never landed
+    return to_iso(due)
+
+
+def test_a_run_whose_finish_was_lost_is_recorded_once(
+    new_ctx: Callable[..., Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = new_ctx(claim_ttl=300)
+    job = ctx.store.add(sched("every 10m", clock), command=["true"])
+    fire_at = _fire_and_lose_the_finish(ctx, job["id"], monkeypatch)
+
+    clock.advance(301)  # the claim goes stale: catch-up finds a run that never finished
+    claims = ctx.store.catch_up()
+    assert [(c.job_id, c.outcome) for c in claims] == [(job["id"], INTERRUPTED)]
+    execute_claim(ctx, claims[0])
+
+    rows = [r for r in ctx.ledger.read(job["id"]) if r["fire_at"] == fire_at]
+    assert [r["status"] for r in rows] == ["ok"]  # its own row; no second "interrupted"
+    assert ctx.store.get(job["id"])["fire_claim"] is None
+    # A later run that died before writing anything still gets its error row.
+    later = fire_time(ctx.store, job["id"])
+    clock.set(later)
+    assert ctx.store.claim(job["id"], later, "died").won
+    clock.advance(301)
+    for claim in ctx.store.catch_up():
+        execute_claim(ctx, claim)
+    rows = [r for r in ctx.ledger.read(job["id"]) if r["fire_at"] == to_iso(later)]
+    assert [r["status"] for r in rows] == ["error"] and "never finished" in rows[0]["error"]
+
+
+def test_a_run_ending_while_the_store_is_down_is_recorded_when_it_returns(
+    new_ctx: Callable[..., Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = new_ctx(claim_ttl=300)
+    job = ctx.store.add(sched("every 10m", clock), command=["true"])
+    due = fire_time(ctx.store, job["id"])
+    clock.set(due)
+    real = ctx.store.finish_run
+    failures: List[str] = []
+
+    def down_twice(*args: Any, **kwargs: Any) -> Any:
+        if len(failures) < 2:
+            failures.append("down")
+            raise StoreUnavailableError("postgresql://db: connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ctx.store, "finish_run", down_twice)
+    result = run_one_job(ctx, job["id"], to_iso(due))
+    assert result.status == "ok" and failures == ["down", "down"]
+    record = ctx.store.get(job["id"])
+    assert record["fire_claim"] is None and record["last_status"] == "ok"
+    assert [r["status"] for r in ctx.ledger.read(job["id"])] == ["ok"]

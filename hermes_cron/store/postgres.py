@@ -73,6 +73,7 @@ from ..errors import (
     StoreUnavailableError,
     UsageError,
 )
+from ..ledger import is_final_row_of
 from ..paths import HomePaths
 from ..schedules import Schedule
 from ..timeutil import UTC, to_iso
@@ -1076,25 +1077,41 @@ class PgRunLog:
 
     def append(self, row: Dict[str, Any]) -> None:
         """Add a row; a run's final row replaces the ``running`` row of its claim."""
+        self._write(row, interrupted=False)
+
+    def append_interrupted(self, row: Dict[str, Any]) -> bool:
+        """Write the ``error`` row of a run that never finished over its ``running``
+        row, unless that run's own final row is already here (its process wrote it,
+        then died or lost the database before ``finish_run``): one row per fire.
+        Returns whether the row was written."""
+        return self._write(row, interrupted=True)
+
+    def _write(self, row: Dict[str, Any], *, interrupted: bool) -> bool:
         clean = _no_nul(row)
         text = json.dumps(clean, ensure_ascii=False, default=str)
         params = {
             "job_id": str(clean.get("job_id")),
             "owner": clean.get("owner"),
             "status": str(clean.get("status")),
+            "fire_at": str(clean.get("fire_at")),
             "row": text,
         }
         keep = self.store.ledger_rows
 
-        def body(cur: psycopg.Cursor[Any]) -> None:
+        def body(cur: psycopg.Cursor[Any]) -> bool:
             if params["owner"] and params["status"] != "running":
                 if cur.execute(Q["runs_finish"], params).fetchone() is not None:
-                    return
+                    return True
+                if interrupted:
+                    done = cur.execute(Q["runs_of_fire"], params).fetchall()
+                    if any(is_final_row_of(found, clean) for (found,) in done):
+                        return False
             found = cur.execute(Q["runs_insert"], params).fetchone()
             if found is not None and found[0] % LEDGER_PRUNE_EVERY == 0:
                 cur.execute(Q["runs_prune"], {"last": found[0], "keep": keep})
+            return True
 
-        self.store._run(body, write=True)
+        return bool(self.store._run(body, write=True))
 
     def read(
         self, job_id: Optional[str] = None, limit: Optional[int] = None

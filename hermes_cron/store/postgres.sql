@@ -204,10 +204,22 @@ SELECT * FROM unnest(%(job_ids)s::text[], %(owners)s::text[], %(statuses)s::text
                      %(rows)s::json[]);
 
 -- name: runs_finish
--- A run's final row replaces the 'running' row its claim wrote.
+-- A run's final row replaces the 'running' row its claim wrote (one of a fire: an
+-- owner may run two fires of a job at once, under overlap "allow").
 UPDATE hermes_cron_runs SET row = %(row)s::json, status = %(status)s
-WHERE job_id = %(job_id)s AND owner = %(owner)s AND status = 'running'
+WHERE id = (
+    SELECT id FROM hermes_cron_runs
+    WHERE job_id = %(job_id)s AND owner = %(owner)s AND status = 'running'
+      AND row->>'fire_at' = %(fire_at)s
+    ORDER BY id LIMIT 1
+)
 RETURNING id;
+
+-- name: runs_of_fire
+-- The final rows one owner wrote for one fire (what an interrupted row checks first).
+SELECT row FROM hermes_cron_runs
+WHERE job_id = %(job_id)s AND owner = %(owner)s AND status <> 'running'
+  AND row->>'fire_at' = %(fire_at)s;
 
 -- name: runs_insert
 INSERT INTO hermes_cron_runs (job_id, owner, status, row)
