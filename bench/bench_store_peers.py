@@ -37,7 +37,7 @@ import time
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from hermes_cron.clock import FakeClock
 from hermes_cron.paths import HomePaths
@@ -140,8 +140,72 @@ def _noop() -> None:
     """The job APScheduler stores (never run here)."""
 
 
-def measure_aps(kind: str, size: int, url: Optional[str]) -> Dict[str, float]:
+def aps_url(url: str) -> str:
+    """The SQLAlchemy URL of a ``postgresql://`` URL (APScheduler's store on psycopg 3)."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def aps_job(
+    scheduler: Any,
+    job_id: str,
+    func: Callable[..., Any],
+    trigger: Any,
+    next_run_time: datetime,
+    args: Sequence[Any] = (),
+) -> Any:
+    """An APScheduler 3 ``Job`` as its ``add_job`` would make it (one default executor;
+    coalescing, one instance, an hour of misfire grace)."""
     from apscheduler.job import Job
+
+    return Job(
+        scheduler,
+        id=job_id,
+        func=func,
+        trigger=trigger,
+        executor="default",
+        args=tuple(args),
+        kwargs={},
+        name=job_id,
+        misfire_grace_time=3600,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=next_run_time,
+    )
+
+
+def aps_fill(store: Any, jobs: Iterable[Any]) -> None:
+    """Write ``jobs`` into an APScheduler ``SQLAlchemyJobStore`` in one transaction, as the
+    store's own rows (its ``add_job`` commits one by one, which only makes a fill slow:
+    what is measured afterwards is the same)."""
+    with store.engine.begin() as conn:
+        rows = []
+        for job in jobs:
+            rows.append(
+                {
+                    "id": job.id,
+                    "next_run_time": job.next_run_time.timestamp(),
+                    "job_state": pickle.dumps(job.__getstate__(), store.pickle_protocol),
+                }
+            )
+            if len(rows) >= 5000:
+                conn.execute(store.jobs_t.insert(), rows)
+                rows = []
+        if rows:
+            conn.execute(store.jobs_t.insert(), rows)
+
+
+def pg_cluster(stack: ExitStack) -> Any:
+    """A throwaway PostgreSQL cluster (``hermes_cron.testing.pgcluster``), stopped and
+    deleted when ``stack`` closes."""
+    from hermes_cron.testing.pgcluster import PgCluster
+
+    cluster = PgCluster.start()
+    stack.callback(cluster.remove)
+    stack.callback(cluster.stop)
+    return cluster
+
+
+def measure_aps(kind: str, size: int, url: Optional[str]) -> Dict[str, float]:
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
@@ -152,7 +216,7 @@ def measure_aps(kind: str, size: int, url: Optional[str]) -> Dict[str, float]:
             engine_url = f"sqlite:///{root / 'jobs.sqlite'}"
         else:
             assert url is not None
-            engine_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+            engine_url = aps_url(url)
         table = f"aps_jobs_{size}"
         store = SQLAlchemyJobStore(url=engine_url, tablename=table)
         scheduler = BackgroundScheduler(timezone="UTC")
@@ -160,40 +224,12 @@ def measure_aps(kind: str, size: int, url: Optional[str]) -> Dict[str, float]:
         trigger = IntervalTrigger(hours=1, start_date=START, timezone="UTC")
 
         def job(i: int, prefix: str) -> Any:
-            return Job(
-                scheduler,
-                id=f"{prefix}{i:06d}",
-                func=_noop,
-                trigger=trigger,
-                executor="default",
-                args=(),
-                kwargs={},
-                name=f"job {i}",
-                misfire_grace_time=3600,
-                coalesce=True,
-                max_instances=1,
-                next_run_time=START + timedelta(hours=1),
+            return aps_job(
+                scheduler, f"{prefix}{i:06d}", _noop, trigger, START + timedelta(hours=1)
             )
 
         try:
-            # Bulk-fill in one transaction, as the store's own rows (its add_job commits
-            # one by one, which would only make the fill slow, not the figures).
-            with store.engine.begin() as conn:
-                rows = []
-                for i in range(size):
-                    j = job(i, "bench")
-                    rows.append(
-                        {
-                            "id": j.id,
-                            "next_run_time": j.next_run_time.timestamp(),
-                            "job_state": pickle.dumps(j.__getstate__(), store.pickle_protocol),
-                        }
-                    )
-                    if len(rows) >= 5000:
-                        conn.execute(store.jobs_t.insert(), rows)
-                        rows = []
-                if rows:
-                    conn.execute(store.jobs_t.insert(), rows)
+            aps_fill(store, (job(i, "bench") for i in range(size)))
             ops = _ops_for(size, kind)
             result = {"add": _rate(lambda i: store.add_job(job(i, "new")), ops)}
             ids = [f"bench{i:06d}" for i in range(ops)]
@@ -233,11 +269,7 @@ def main(argv: List[str]) -> int:
         url = args.pg_url
         cluster = None
         if args.start_pg and url is None:
-            from hermes_cron.testing.pgcluster import PgCluster
-
-            cluster = PgCluster.start()
-            stack.callback(cluster.remove)
-            stack.callback(cluster.stop)
+            cluster = pg_cluster(stack)
             url = cluster.url()
         if url is None:
             stores = [s for s in stores if "postgres" not in s]
