@@ -267,6 +267,28 @@ def test_a_row_changed_by_hand_is_out_of_service_until_checked(
     assert store.snapshot().quarantined[0].record["state"] == "sleeping"  # never rewritten
 
 
+def test_the_census_counts_in_the_database_and_agrees_with_every_record(
+    stores: Callable[..., PostgresStore], clock: FakeClock
+) -> None:
+    store = stores(clock, now_from="clock")
+    jobs = [store.add(sched("every 1h", clock), command=["true"]) for _ in range(5)]
+    store.pause(jobs[0]["id"])
+    store.add(sched("+1m", clock), command=["true"], name="once")
+    hand_edit(store, jobs[1]["id"], {**jobs[1], "name": "renamed by hand"})  # still valid
+    hand_edit(store, jobs[2]["id"], {**jobs[2], "state": "sleeping"})  # not a job
+    census = store.census()
+    snap = store.snapshot()
+    states: Dict[str, int] = {}
+    for job in snap.jobs:
+        states[job["state"]] = states.get(job["state"], 0) + 1
+    assert census.states == states == {"scheduled": 4, "paused": 1}
+    assert census.jobs == len(snap.jobs) == 5
+    assert [(q.index, q.job_id, q.error) for q in census.quarantined] == [
+        (q.index, q.job_id, q.error) for q in snap.quarantined
+    ]
+    assert [q.job_id for q in census.quarantined] == [jobs[2]["id"]]
+
+
 def test_a_nul_character_is_refused_not_stored(
     stores: Callable[..., PostgresStore], clock: FakeClock
 ) -> None:
