@@ -116,6 +116,9 @@ def _shorten(text: Any, limit: int) -> str:
 #: ``run_finished``) must be registered. The others never call those hooks and skip
 #: importing every plugin (start-up time).
 RUNNING_COMMANDS = frozenset({"run", "tick", "daemon", "serve", "plugins"})
+#: The longest wait (seconds) between two tries of ``daemon``/``serve`` to reach a
+#: store that is down when they start.
+STORE_RETRY_MAX = 10.0
 
 
 def _service(args: argparse.Namespace) -> Any:
@@ -475,10 +478,18 @@ def _print_summary(value: Any, as_json: bool) -> None:
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     service = _service(args)
-    service.store.snapshot()  # a corrupt jobs.json stops us here, exit 2 naming the file
     stop = threading.Event()
     installed = _install_stop_handlers(stop)
     log = logging.getLogger("hermes_cron")
+    try:
+        reached = _first_read(service, stop)
+    except BaseException:
+        _restore_handlers(installed)
+        raise
+    if not reached:
+        _restore_handlers(installed)
+        service.close()
+        return 0
     if service.scheduler.fallback_reason:
         log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
     log.info("daemon: provider %s, home %s", service.provider_name, service.home)
@@ -498,6 +509,32 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     elif args.json:
         _print_json(result)
     return 0
+
+
+def _first_read(service: Any, stop: threading.Event) -> bool:
+    """The store's first read, before ``daemon`` or ``serve`` starts its provider: a
+    corrupt ``jobs.json`` stops us here (exit 2 naming the file). A database that cannot
+    be reached yet is waited for with backoff, as a running daemon rides out an outage
+    (the replicas of a deployment may start before their database). False when told
+    to stop first."""
+    from .errors import StoreUnavailableError
+
+    log = logging.getLogger("hermes_cron")
+    pause, waited = 1.0, False
+    while True:
+        try:
+            service.store.snapshot()
+        except StoreUnavailableError as exc:
+            if not waited:
+                log.warning("%s; waiting for it (retrying with backoff)", exc)
+                waited = True
+            if stop.wait(pause):
+                return False
+            pause = min(pause * 2, STORE_RETRY_MAX)
+        else:
+            if waited:
+                log.info("the store answers: starting")
+            return True
 
 
 def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
@@ -550,7 +587,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import webhook  # starlette and uvicorn are imported only for this command
 
     service = _service(args)
-    service.store.snapshot()
+    stop = threading.Event()
+    installed = _install_stop_handlers(stop)
+    try:
+        reached = _first_read(service, stop)
+    finally:
+        _restore_handlers(installed)  # uvicorn installs its own
+    if not reached:
+        service.close()
+        return 0
     result = webhook.serve(service, host=args.host, port=args.port)
     return int(result or 0)
 

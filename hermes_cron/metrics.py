@@ -211,15 +211,13 @@ class _StateCollector:
             "hermes_cron_jobs", "Jobs in the store, by state.", labels=["state"]
         )
         try:
-            snap = service.store.snapshot()
+            census = service.store.census()
         except Exception as exc:  # a scrape must answer even when the store cannot be read
             log.warning("metrics: cannot read the store: %s", exc)
         else:
             states = dict.fromkeys(JOB_STATES, 0)
-            for job in snap.jobs:
-                state = str(job.get("state"))
-                states[state] = states.get(state, 0) + 1
-            states["quarantined"] = len(snap.quarantined)
+            states.update(census.states)
+            states["quarantined"] = len(census.quarantined)
             for state, count in sorted(states.items()):
                 jobs.add_metric([state], count)
         yield jobs

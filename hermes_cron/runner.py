@@ -47,7 +47,7 @@ import threading
 import traceback
 import weakref
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import attrs
 
@@ -74,6 +74,8 @@ FINISH_ATTEMPTS = 3
 FINISH_UNAVAILABLE_FOR = 30.0
 
 _log = logging.getLogger("hermes_cron.runner")
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -219,8 +221,9 @@ def execute_claim(
     if recorder is not None:
         recorder.submit(claim, outcome, started, finished)
         return RunResult(claim.job_id, fire_iso, WON, outcome.status, None, outcome.error, attempt)
-    output_path, error = _write_records(ctx, claim, outcome, started, finished)
-    _finish(ctx, claim, outcome.status, error, started)
+    until = _recording_deadline()
+    output_path, error = _write_records(ctx, claim, outcome, started, finished, until)
+    _finish(ctx, claim, outcome.status, error, started, until)
     return RunResult(
         claim.job_id,
         fire_iso,
@@ -233,14 +236,23 @@ def execute_claim(
 
 
 def _write_records(
-    ctx: CronContext, claim: Claim, outcome: RunOutcome, started: datetime, finished: datetime
+    ctx: CronContext,
+    claim: Claim,
+    outcome: RunOutcome,
+    started: datetime,
+    finished: datetime,
+    until: float,
 ) -> Tuple[Optional[str], Optional[str]]:
-    """Write a run's output file and ledger row; returns the output path and the run's
-    error with any recording failure added (what ``finish_run`` stores)."""
+    """Write a run's output file and ledger row (tried again while the store is down,
+    until ``until``, a ``time.monotonic()`` deadline); returns the output path and the
+    run's error with any recording failure added (what ``finish_run`` stores)."""
     problems: List[str] = []
     output_path: Optional[str] = None
+    what = f"job {claim.job_id}: its output"
     try:
-        output_path = write_output(ctx, claim, outcome, started, finished)
+        output_path = _while_down(
+            ctx, what, until, lambda: write_output(ctx, claim, outcome, started, finished)
+        )
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot write its output: %s", claim.job_id, exc)
         problems.append(f"cannot write output: {exc}")
@@ -256,7 +268,7 @@ def _write_records(
     if outcome.exit_code is not None:
         row["exit_code"] = outcome.exit_code
     try:
-        ctx.ledger.append(row)
+        _while_down(ctx, f"job {claim.job_id}: the run", until, lambda: ctx.ledger.append(row))
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot record the run: %s", claim.job_id, exc)
         problems.append(f"cannot record the run: {exc}")
@@ -366,10 +378,11 @@ class RunRecorder:
 
     def _record(self, batch: List[Tuple[Claim, RunOutcome, datetime, datetime]]) -> None:
         finishes = []
+        until = _recording_deadline()
         for claim, outcome, started, finished in batch:
-            _, error = _write_records(self.ctx, claim, outcome, started, finished)
+            _, error = _write_records(self.ctx, claim, outcome, started, finished, until)
             finishes.append((claim, outcome.status, error, started))
-        written = _finish_many(self.ctx, finishes)
+        written = _finish_many(self.ctx, finishes, until)
         jobs: List[Optional[Dict[str, Any]]] = (
             written if written is not None else [None] * len(finishes)
         )
@@ -457,7 +470,7 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
         )
     except BaseException:
         # Ctrl-C or exit mid-run: release the claim before going.
-        _finish(ctx, claim, "error", "interrupted while running", ctx.clock.now())
+        _finish(ctx, claim, "error", "interrupted while running", ctx.clock.now(), 0.0)
         raise
     finally:
         renewer.remove(token)
@@ -693,66 +706,85 @@ class _CancelWatch:
             self._wake.wait(CANCEL_POLL)
 
 
-def _finish(
-    ctx: CronContext, claim: Claim, status: str, error: Optional[str], started: datetime
-) -> None:
-    """``finish_run``, retried while the store is busy or down; logged, never raised."""
-    _finish_many(ctx, [(claim, status, error, started)])
-
-
-def _finish_many(
-    ctx: CronContext, finishes: List[Tuple[Claim, str, Optional[str], datetime]]
-) -> Optional[List[Optional[Dict[str, Any]]]]:
-    """``finish_run`` for many runs in one write (``store.finish_runs``; one run through
-    ``store.finish_run``), retried a few times when the store is busy and for up to
-    ``FINISH_UNAVAILABLE_FOR`` seconds while it cannot be reached; logged, never raised.
-    Returns the records written (None where the claim was lost), or None when the
-    store failed."""
+def _recording_deadline() -> float:
     import time
 
-    from .errors import LockTimeoutError, StoreUnavailableError
+    return time.monotonic() + FINISH_UNAVAILABLE_FOR
 
-    runs = [(c.job_id, c.owner, status, error, started) for c, status, error, started in finishes]
-    what = f"job {runs[0][0]}: the run's end" if len(runs) == 1 else f"the end of {len(runs)} runs"
-    busy = 0
-    give_up_at = time.monotonic() + FINISH_UNAVAILABLE_FOR
+
+def _while_down(ctx: CronContext, what: str, until: float, call: Callable[[], T]) -> T:
+    """``call()``, tried again while the store cannot be reached (a database restart),
+    until ``until`` (``time.monotonic()``): an outage does not cost a run its record.
+    The last ``StoreUnavailableError`` is raised past it."""
+    import time
+
+    from .errors import StoreUnavailableError
+
     pause = 0.1
     while True:
         try:
-            if len(runs) == 1:
-                job_id, owner, status, error, started = runs[0]
-                jobs = [
-                    ctx.store.finish_run(
-                        job_id, owner, status=status, error=error, started_at=started
-                    )
-                ]
-            else:
-                jobs = list(ctx.store.finish_runs(runs))
-        except LockTimeoutError as exc:
-            busy += 1
-            if busy < FINISH_ATTEMPTS:
-                continue
-            _log_for(ctx).error("cannot record %s: %s", what, exc)
-            return None
+            return call()
         except StoreUnavailableError as exc:
-            if time.monotonic() + pause > give_up_at:
-                _log_for(ctx).error("cannot record %s: %s", what, exc)
-                return None
+            if time.monotonic() + pause > until:
+                raise
             if pause == 0.1:
                 _log_for(ctx).warning("cannot record %s yet (retrying): %s", what, exc)
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+
+def _finish(
+    ctx: CronContext,
+    claim: Claim,
+    status: str,
+    error: Optional[str],
+    started: datetime,
+    until: float,
+) -> None:
+    """``finish_run``, retried while the store is busy, or down until ``until``; logged,
+    never raised."""
+    _finish_many(ctx, [(claim, status, error, started)], until)
+
+
+def _finish_many(
+    ctx: CronContext, finishes: List[Tuple[Claim, str, Optional[str], datetime]], until: float
+) -> Optional[List[Optional[Dict[str, Any]]]]:
+    """``finish_run`` for many runs in one write (``store.finish_runs``; one run through
+    ``store.finish_run``), retried a few times when the store is busy and until ``until``
+    (``time.monotonic()``) while it cannot be reached; logged, never raised. Returns the
+    records written (None where the claim was lost), or None when the store failed."""
+    from .errors import LockTimeoutError
+
+    runs = [(c.job_id, c.owner, status, error, started) for c, status, error, started in finishes]
+    what = f"job {runs[0][0]}: the run's end" if len(runs) == 1 else f"the end of {len(runs)} runs"
+
+    def finish() -> List[Optional[Dict[str, Any]]]:
+        if len(runs) == 1:
+            job_id, owner, status, error, started = runs[0]
+            return [
+                ctx.store.finish_run(job_id, owner, status=status, error=error, started_at=started)
+            ]
+        return list(ctx.store.finish_runs(runs))
+
+    for attempt in range(1, FINISH_ATTEMPTS + 1):
+        try:
+            jobs = _while_down(ctx, what, until, finish)
+        except LockTimeoutError as exc:
+            if attempt < FINISH_ATTEMPTS:
+                continue
+            _log_for(ctx).error("cannot record %s: %s", what, exc)
+            return None
         except HermesCronError as exc:
             _log_for(ctx).error("cannot record %s: %s", what, exc)
             return None
-        else:
-            for job_id, job in zip((r[0] for r in runs), jobs):
-                if job is None:
-                    _log_for(ctx).warning(
-                        "job %s: the run ended but the job is gone or its claim was taken over",
-                        job_id,
-                    )
-            return jobs
+        for job_id, job in zip((r[0] for r in runs), jobs):
+            if job is None:
+                _log_for(ctx).warning(
+                    "job %s: the run ended but the job is gone or its claim was taken over",
+                    job_id,
+                )
+        return jobs
+    return None
 
 
 def write_output(

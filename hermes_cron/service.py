@@ -702,7 +702,7 @@ class CronService:
 
         :raises StoreCorruptError: when ``jobs.json`` cannot be read.
         """
-        snap = self.store.snapshot()
+        census = self.store.census()
         upcoming = self.store.upcoming(NEXT_DUE_COUNT)
         disk = read_status(self.paths)
         last_error = disk.get("last_error")
@@ -725,9 +725,6 @@ class CronService:
             for info in self.store.schedulers()
         ]
         beats = [str(s["heartbeat_at"]) for s in schedulers if s["heartbeat_at"]]
-        states: Dict[str, int] = {}
-        for job in snap.jobs:
-            states[job["state"]] = states.get(job["state"], 0) + 1
         return {
             "provider": self.scheduler.name,
             "requested": self.scheduler.requested,
@@ -735,13 +732,13 @@ class CronService:
             "store": self.store.describe(),
             "heartbeat_at": max(beats) if beats else disk.get("heartbeat_at"),
             "last_error": last_error,
-            "jobs": len(snap.jobs),
+            "jobs": census.jobs,
             "next_due": [{"id": job_id, "next_run_at": to_iso(at)} for job_id, at in upcoming],
             "last_error_at": last_error_at,
             "config_error": self.config_error,
-            "jobs_by_state": states,
+            "jobs_by_state": census.states,
             "quarantined": [
-                {"index": q.index, "id": q.job_id, "error": q.error} for q in snap.quarantined
+                {"index": q.index, "id": q.job_id, "error": q.error} for q in census.quarantined
             ],
             "schedulers": schedulers,
             "running_process": self._running_process(disk),

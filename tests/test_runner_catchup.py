@@ -11,10 +11,10 @@ import pytest
 from helpers.storekit import fire_time, make_ctx, sched
 
 from hermes_cron.clock import FakeClock
+from hermes_cron.errors import StoreError, StoreUnavailableError
 from hermes_cron.paths import HomePaths
 from hermes_cron.runner import RunResult, execute_claim, run_one_job
 from hermes_cron.schedules import Schedule
-from hermes_cron.errors import StoreError, StoreUnavailableError
 from hermes_cron.store import INTERRUPTED, MISSED, WON
 from hermes_cron.timeutil import parse_iso, to_iso
 
@@ -204,18 +204,23 @@ def test_a_run_ending_while_the_store_is_down_is_recorded_when_it_returns(
     job = ctx.store.add(sched("every 10m", clock), command=["true"])
     due = fire_time(ctx.store, job["id"])
     clock.set(due)
-    real = ctx.store.finish_run
     failures: List[str] = []
 
-    def down_twice(*args: Any, **kwargs: Any) -> Any:
-        if len(failures) < 2:
-            failures.append("down")
-            raise StoreUnavailableError("postgresql://db: connection refused")
-        return real(*args, **kwargs)
+    def down_twice(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if failures.count(name) < 2:
+                failures.append(name)
+                raise StoreUnavailableError("postgresql://db: connection refused")
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(ctx.store, "finish_run", down_twice)
+        return call
+
+    monkeypatch.setattr(ctx.ledger, "append", down_twice("row", ctx.ledger.append))
+    monkeypatch.setattr(ctx.store, "finish_run", down_twice("end", ctx.store.finish_run))
     result = run_one_job(ctx, job["id"], to_iso(due))
-    assert result.status == "ok" and failures == ["down", "down"]
+    assert result.status == "ok" and result.error is None
+    assert failures == ["row", "row", "end", "end"]
     record = ctx.store.get(job["id"])
     assert record["fire_claim"] is None and record["last_status"] == "ok"
-    assert [r["status"] for r in ctx.ledger.read(job["id"])] == ["ok"]
+    assert record["last_error"] is None
+    assert [r["status"] for r in ctx.ledger.read(job["id"])] == ["ok"]  # not left "running"

@@ -254,3 +254,24 @@ def test_daemons_ride_out_a_database_restart_and_cut_listeners(
     # They saw it (the log says so) and kept running.
     assert all("lost the store's notification connection" in h.log() for h in two)
     assert all(pid_gone(pid) for h in two for pid in h.pids)
+
+
+def test_a_daemon_started_while_the_database_is_down_waits_for_it(
+    hosts: List[Host], pg_cluster: Any, pg_url: str, paths: Any, tmp_path: Path
+) -> None:
+    store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
+    out = tmp_path / "fires.txt"
+    try:
+        job = _fires_file_job(store, out)
+    finally:
+        store.close()
+    host = hosts[0]
+    with pg_cluster.down():
+        host.start()
+        wait_until(lambda: "waiting for it" in host.log(), timeout=60, what="the daemon to wait")
+        assert host.proc is not None and host.proc.poll() is None, host.log()[-3000:]
+    wait_until(lambda: len(_lines(out)) >= 2, timeout=60, what="fires once the database is up")
+    assert "the store answers: starting" in host.log()
+    host.stop()
+    assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+    assert {j for j, _ in _lines(out)} == {job}

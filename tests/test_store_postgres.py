@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -266,6 +267,28 @@ def test_a_row_changed_by_hand_is_out_of_service_until_checked(
     assert store.snapshot().quarantined[0].record["state"] == "sleeping"  # never rewritten
 
 
+def test_the_census_counts_in_the_database_and_agrees_with_every_record(
+    stores: Callable[..., PostgresStore], clock: FakeClock
+) -> None:
+    store = stores(clock, now_from="clock")
+    jobs = [store.add(sched("every 1h", clock), command=["true"]) for _ in range(5)]
+    store.pause(jobs[0]["id"])
+    store.add(sched("+1m", clock), command=["true"], name="once")
+    hand_edit(store, jobs[1]["id"], {**jobs[1], "name": "renamed by hand"})  # still valid
+    hand_edit(store, jobs[2]["id"], {**jobs[2], "state": "sleeping"})  # not a job
+    census = store.census()
+    snap = store.snapshot()
+    states: Dict[str, int] = {}
+    for job in snap.jobs:
+        states[job["state"]] = states.get(job["state"], 0) + 1
+    assert census.states == states == {"scheduled": 4, "paused": 1}
+    assert census.jobs == len(snap.jobs) == 5
+    assert [(q.index, q.job_id, q.error) for q in census.quarantined] == [
+        (q.index, q.job_id, q.error) for q in snap.quarantined
+    ]
+    assert [q.job_id for q in census.quarantined] == [jobs[2]["id"]]
+
+
 def test_a_nul_character_is_refused_not_stored(
     stores: Callable[..., PostgresStore], clock: FakeClock
 ) -> None:
@@ -400,3 +423,36 @@ def test_export_and_import_round_trip_between_the_stores(tmp_path: Path, pg_url:
     assert "record #4" in refused.stderr and "nothing was imported" in refused.stderr
     init = _cli(new, "store", "init", store=pg_url)
     assert "up to date" in init.stdout and "nothing to create" in _cli(old, "store", "init").stdout
+
+
+def test_a_daemon_told_to_stop_while_waiting_for_the_database_exits_0(home: Path) -> None:
+    port = _closed_port()
+    env = dict(os.environ, HERMES_CRON_STORE=f"postgresql://cron:s3cret@127.0.0.1:{port}/jobs")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hermes_cron", "daemon"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(60, proc.kill)  # a daemon that never says it waits
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in iter(proc.stdout.readline, ""):
+            seen.append(line)
+            if "waiting for it" in line:
+                break
+        assert f"postgresql://cron@127.0.0.1:{port}/jobs" in seen[-1], seen
+        assert "waiting for it" in seen[-1] and "s3cret" not in "".join(seen)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -22,7 +22,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 from ..config import Config, cfg_get
 from ..schedules import Schedule
 from . import rules
-from .records import Job, Record
+from .records import Census, Job, Record, census_of
 from .rules import GONE, Change, Claim, Policy
 
 #: A rule as a backend applies it: ``(record or None, now) -> (record to write, answer)``.
@@ -46,6 +46,11 @@ class RuleStore:
     @property
     def claim_ttl(self) -> float:
         return self.policy.claim_ttl
+
+    def census(self) -> Census:
+        """Jobs by state and the quarantined records, counted from ``snapshot``."""
+        snap = self.snapshot()  # type: ignore[attr-defined]
+        return census_of(snap.jobs, snap.quarantined)
 
     @property
     def misfire_grace(self) -> float:

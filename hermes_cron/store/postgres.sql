@@ -117,6 +117,17 @@ SELECT clock_timestamp();
 -- name: all_jobs
 SELECT id, record::text, quarantine FROM hermes_cron_jobs ORDER BY seq;
 
+-- name: census_states
+-- Rows hermes-cron wrote (quarantine NULL) hold checked records: count them in place.
+SELECT record->>'state', count(*) FROM hermes_cron_jobs WHERE quarantine IS NULL GROUP BY 1;
+
+-- name: census_suspects
+-- The rest, with their place in the order ``all_jobs`` reads (``seq``).
+SELECT n - 1, id, record::text FROM (
+    SELECT id, record, quarantine, row_number() OVER (ORDER BY seq) AS n FROM hermes_cron_jobs
+) AS ranked
+WHERE quarantine IS NOT NULL ORDER BY n;
+
 -- name: one_job
 SELECT record::text, quarantine FROM hermes_cron_jobs WHERE id = %(id)s;
 

@@ -20,7 +20,7 @@ from typing import (
 
 from ..clock import Clock
 from ..schedules import Schedule
-from .records import Job, Snapshot
+from .records import Census, Job, Snapshot
 from .rules import Claim
 
 
@@ -83,6 +83,10 @@ class Store(Protocol):
     # reads
     def snapshot(self) -> Snapshot:
         """Every valid job and every quarantined record (shared objects: read-only)."""
+
+    def census(self) -> Census:
+        """How many valid jobs are in each state, and the quarantined records (cheaper
+        than ``snapshot`` where the backend can count without reading every job)."""
 
     def list_jobs(self, *, include_completed: bool = False) -> List[Job]: ...
 

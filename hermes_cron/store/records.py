@@ -12,7 +12,7 @@ import re
 import shlex
 import string
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .._frozen import Frozen
 from ..errors import ScheduleError
@@ -131,6 +131,33 @@ class Snapshot(Frozen):
 
     def __init__(self, jobs: List[Job], quarantined: List[Quarantined]) -> None:
         self._set(jobs=jobs, quarantined=quarantined)
+
+
+class Census(Frozen):
+    """How many valid jobs the store holds in each state, and its quarantined
+    records: what ``status`` and the metrics show, without every job."""
+
+    __slots__ = ("states", "quarantined")
+
+    states: Dict[str, int]
+    quarantined: List[Quarantined]
+
+    def __init__(self, states: Dict[str, int], quarantined: List[Quarantined]) -> None:
+        self._set(states=states, quarantined=quarantined)
+
+    @property
+    def jobs(self) -> int:
+        """The number of valid jobs."""
+        return sum(self.states.values())
+
+
+def census_of(jobs: Iterable[Mapping[str, Any]], quarantined: List[Quarantined]) -> Census:
+    """The census of these valid jobs and quarantined records."""
+    states: Dict[str, int] = {}
+    for job in jobs:
+        state = str(job["state"])
+        states[state] = states.get(state, 0) + 1
+    return Census(states, quarantined)
 
 
 class Invalid(Exception):

@@ -24,8 +24,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 __all__ = ["PgCluster", "PgUnavailable", "find_bindir"]
 
@@ -198,10 +199,19 @@ class PgCluster:
     def restart(self, down_for: float = 0.0) -> None:
         """Stop the server abruptly (every connection is cut), leave it down for
         ``down_for`` seconds, and start it again."""
+        with self.down():
+            time.sleep(down_for)
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """The server stopped abruptly (every connection cut) for the ``with`` block,
+        and started again when it ends."""
         with self._server_lock:
             self._ctl("stop", "-m", "immediate", "-w", "-t", "60")
-            time.sleep(down_for)
-            self._ctl("start", "-w", "-t", "60", "-l", str(self.log), "-o", self._options())
+            try:
+                yield
+            finally:
+                self._ctl("start", "-w", "-t", "60", "-l", str(self.log), "-o", self._options())
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
