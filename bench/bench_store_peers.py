@@ -82,8 +82,6 @@ def _records(size: int, clock: FakeClock) -> List[Dict[str, Any]]:
             prompt=None,
             name=None,
             repeat=None,
-            misfire_grace=None,
-            timeout=None,
         )
         out.append(rec.job)
     return out

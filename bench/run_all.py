@@ -9,6 +9,10 @@ figures are read from each script's output and checked against their goals:
 
 * store: a full next-fire recompute of 10,000 jobs < 1 s; create, claim+finish and
   list rates at 100 / 1,000 / 10,000 jobs (and 100,000 with ``--full``);
+* store-peers: per fire and per add at 1,000 / 10,000 jobs (and 100,000 with
+  ``--full``) on the file store, the PostgreSQL store (a throwaway cluster), and
+  APScheduler 3's SQLAlchemy store on SQLite and on the same PostgreSQL: ours on
+  PostgreSQL at the largest size at least APScheduler-on-SQLite's rate, and flat;
 * lateness: the built-in loop's fire lateness p99 <= 0.8x APScheduler 3's on the
   same work in the same run, and < 50 ms (a burst of fires due together, fires
   spread out, and 50 command jobs through a real daemon);
@@ -131,6 +135,73 @@ def store_figures(run: Run, scratch: Path) -> List[Figure]:
                     seconds < 1.0,
                 )
             )
+    return out
+
+
+def peers_args(full: bool, scratch: Path) -> List[str]:
+    sizes = "1000,10000,100000" if full else "1000,10000"
+    return ["--sizes", sizes, "--start-pg", "--json", str(scratch / "peers.json")]
+
+
+def peers_figures(run: Run, scratch: Path) -> List[Figure]:
+    """Per fire and per add, each store next to APScheduler 3's SQLAlchemy store on
+    SQLite and on the same PostgreSQL server (``bench_store_peers.py``)."""
+    bench = "store vs APScheduler 3"
+    try:
+        data: Dict[str, Dict[str, Dict[str, float]]] = json.loads(
+            (scratch / "peers.json").read_text()
+        )
+    except (OSError, ValueError):
+        return [_missing(bench, "figures")]
+
+    def best(row: Dict[str, float]) -> float:
+        return max(row["fire"], row.get("fire batched", 0.0))
+
+    names = ("file", "postgres", "aps-sqlite", "aps-postgres")
+    out = []
+    sizes = sorted(data, key=int)
+    for size in sizes:
+        row = data[size]
+        shown = [name for name in names if name in row]
+        out.append(
+            Figure(
+                bench,
+                f"{int(size):,} jobs: fires/s ({' / '.join(shown)}; ours at their best of "
+                "one by one and batched)",
+                " / ".join(f"{best(row[name]):.0f}" for name in shown),
+            )
+        )
+        out.append(
+            Figure(
+                bench,
+                f"{int(size):,} jobs: adds/s ({' / '.join(shown)})",
+                " / ".join(f"{row[name]['add']:.0f}" for name in shown),
+            )
+        )
+    first, last = data[sizes[0]], data[sizes[-1]]
+    n = f"{int(sizes[-1]):,}"
+    if "postgres" in last and "aps-sqlite" in last:
+        ratio = best(last["postgres"]) / last["aps-sqlite"]["fire"]
+        out.append(
+            Figure(
+                bench,
+                f"PostgreSQL store per fire at {n} jobs / APScheduler 3 on SQLite (same run)",
+                f"{ratio:.2f}x",
+                ">= 1x",
+                ratio >= 1.0,
+            )
+        )
+    if "postgres" in first and "postgres" in last and len(sizes) > 1:
+        flat = last["postgres"]["fire"] / first["postgres"]["fire"]
+        out.append(
+            Figure(
+                bench,
+                f"PostgreSQL claim cost: fire rate at {n} jobs / at {int(sizes[0]):,}",
+                f"{flat:.2f}x",
+                ">= 0.7x (flat)",
+                flat >= 0.7,
+            )
+        )
     return out
 
 
@@ -365,6 +436,7 @@ BENCHES: Dict[str, Tuple[str, Callable[..., List[str]], Callable[..., List[Figur
         lambda full, scratch: lateness_args(full, spread=True, command=True),
         lambda run, scratch: lateness_figures(run),
     ),
+    "store-peers": ("bench_store_peers.py", peers_args, peers_figures),
     "load": ("bench_load.py", load_args, load_figures),
     "idle": ("bench_idle_cpu.py", lambda f, s: idle_args(f), lambda r, s: idle_figures(r)),
     "chronos": ("bench_chronos.py", lambda f, s: chronos_args(f), lambda r, s: chronos_figures(r)),
