@@ -23,6 +23,7 @@ import pytest
 from helpers.storekit import new_store, pid_gone, sched, wait_until
 
 from hermes_cron.clock import SystemClock
+from hermes_cron.store.postgres import LISTENER_NAME
 from hermes_cron.testing.fixtures import write_config
 from hermes_cron.timeutil import parse_iso
 
@@ -227,11 +228,21 @@ def test_daemons_ride_out_a_database_restart_and_cut_listeners(
         for host in two:
             assert host.proc is not None and host.proc.poll() is None, host.log()[-3000:]
 
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+        # Each listener is back from the restart before its connection is cut (one
+        # still waiting out its reconnect backoff would have nothing to cut).
+        for host in two:
+            wait_until(
+                lambda host=host: host.log().count("listening for store changes again") >= 1,
+                timeout=60,
+                what=f"{host.name} to listen after the restart",
             )
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            cut = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s AND datname = current_database()",
+                (LISTENER_NAME,),
+            ).fetchall()
+        assert len(cut) >= 2, cut
         for host in two:
             wait_until(
                 lambda host=host: host.log().count("listening for store changes again") >= 2,

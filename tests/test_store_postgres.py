@@ -23,7 +23,7 @@ from hermes_cron.clock import FakeClock, SystemClock
 from hermes_cron.errors import StoreError, StoreUnavailableError, UsageError
 from hermes_cron.paths import HomePaths
 from hermes_cron.store import INTERRUPTED, LOST, SKIPPED, WON
-from hermes_cron.store.postgres import SCHEMA_VERSION, PostgresStore, redact
+from hermes_cron.store.postgres import LISTENER_NAME, SCHEMA_VERSION, PostgresStore, redact
 from hermes_cron.timeutil import UTC, parse_iso
 
 
@@ -318,7 +318,8 @@ def test_a_change_anywhere_wakes_the_listeners_and_survives_a_cut_connection(
     killed = _sql(
         pg_url,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE query LIKE 'LISTEN%%' AND datname = current_database()",
+        "WHERE application_name = %s AND datname = current_database()",
+        (LISTENER_NAME,),
     )
     assert killed == [(True,)]
     assert woken.wait(15), "no rescan after the listening connection was cut"

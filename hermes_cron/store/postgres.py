@@ -118,6 +118,8 @@ LISTEN_BACKOFF = (0.5, 2.0)
 LISTEN_POLL = 0.5
 #: Seconds of silence after which the listener checks that its connection is alive.
 LISTEN_PING = 5.0
+#: The ``application_name`` of the listening connection (the others: ``hermes-cron``).
+LISTENER_NAME = "hermes-cron-listen"
 _NUL_ESCAPE = "\\u0000"
 
 
@@ -343,11 +345,9 @@ class PostgresStore(RuleStore):
         return StoreUnavailableError(f"cannot reach the store {self.describe()}: {_one_line(exc)}")
 
     def _connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        kwargs.setdefault("application_name", "hermes-cron")
         return psycopg.connect(
-            self.url,
-            connect_timeout=max(1, round(self.connect_timeout)),
-            application_name="hermes-cron",
-            **kwargs,
+            self.url, connect_timeout=max(1, round(self.connect_timeout)), **kwargs
         )
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
@@ -1042,7 +1042,8 @@ class _Listener(threading.Thread):
         delay = LISTEN_BACKOFF[0]
         while not self._halt.is_set():
             try:
-                conn = self.store._connect(autocommit=True)
+                # Named apart in pg_stat_activity: an operator sees which is which.
+                conn = self.store._connect(autocommit=True, application_name=LISTENER_NAME)
             except psycopg.Error as exc:
                 log.debug("listener cannot connect (retry in %.1f s): %s", delay, exc)
                 self._halt.wait(delay)
