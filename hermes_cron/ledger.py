@@ -34,17 +34,22 @@ _BLOCK = 64 * 1024
 #: How far out of order (by ``finished_at``) rows may be written by concurrent runs.
 _SKEW = timedelta(minutes=5)
 
+#: Rows that are not the end of a run.
+_NOT_AN_END = frozenset({"running", "skipped", "missed"})
 
-def is_final_row_of(row: Row, interrupted: Row) -> bool:
-    """Is ``row`` the final row (not ``running``) of the run ``interrupted`` describes:
-    the same job, fire, owner and attempt? (Every ``RunLog`` asks this.)"""
+
+def is_final_row_of(row: Row, run: Row) -> bool:
+    """Is ``row`` the final row of the run ``run`` is a row of: the same job, fire,
+    owner and attempt, and the end of a run (not ``running``, a skip or a miss)?
+    Every ``RunLog`` asks this before writing a run's end or its interruption, so a
+    fire has one row however its process ended or its write was retried."""
     return (
-        row.get("status") != "running"
-        and row.get("job_id") == interrupted.get("job_id")
-        and row.get("fire_at") == interrupted.get("fire_at")
-        and row.get("owner") == interrupted.get("owner")
-        and (row.get("attempt") or 1) == (interrupted.get("attempt") or 1)
-        and bool(row.get("manual")) == bool(interrupted.get("manual"))
+        row.get("status") not in _NOT_AN_END
+        and row.get("job_id") == run.get("job_id")
+        and row.get("fire_at") == run.get("fire_at")
+        and row.get("owner") == run.get("owner")
+        and (row.get("attempt") or 1) == (run.get("attempt") or 1)
+        and bool(row.get("manual")) == bool(run.get("manual"))
     )
 
 

@@ -123,7 +123,8 @@ def _check_at_most_once(rows: List[Dict[str, Any]], lines: List[Tuple[str, str]]
     assert not [k for k, n in Counter(lines).items() if n > 1], "a fire ran twice"
     ran = [(r["job_id"], r["fire_at"]) for r in rows if r["status"] in ("ok", "error", "running")]
     twice = [k for k, n in Counter(ran).items() if n > 1]
-    assert not twice, f"the ledger has two runs of one fire: {twice}"
+    rows_of_twice = [r for r in rows if (r["job_id"], r["fire_at"]) in set(twice)]
+    assert not twice, f"the ledger has two runs of one fire: {rows_of_twice}"
     in_ledger = set(ran)
     for job_id, fire_at in lines:
         assert (job_id, fire_at) in in_ledger, f"{job_id} ran at {fire_at} with no ledger row"

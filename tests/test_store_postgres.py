@@ -197,6 +197,27 @@ def test_every_new_claim_bumps_the_fence_and_writes_its_ledger_row(
     assert "fence" not in store.get(job["id"])  # the record keeps the file store's shape
 
 
+def test_a_run_end_written_again_after_a_lost_commit_answer_is_one_row(
+    stores: Callable[..., PostgresStore], clock: FakeClock
+) -> None:
+    # The outage cut the answer to the commit of a run's final row: the runner writes
+    # it again once the database is back. That must not make a second row of the fire.
+    store = stores(clock, now_from="clock")
+    job = store.add(sched("every 1m", clock), command=["a"])
+    due = fire_time(store, job["id"])
+    clock.set(due)
+    assert store.claim(job["id"], due, "run").won
+    [running] = store.runs.read(job["id"])
+    end = {**running, "status": "ok", "finished_at": running["started_at"]}
+    store.runs.append(end)
+    store.runs.append(end)  # the retry
+    assert [r["status"] for r in store.runs.read(job["id"])] == ["ok"]
+    # Skips and misses are rows of their own, never merged into a run's.
+    skip = {**end, "status": "skipped", "error": "overlap"}
+    store.runs.append(skip)
+    assert [r["status"] for r in store.runs.read(job["id"])] == ["skipped", "ok"]
+
+
 def test_a_row_locked_elsewhere_is_skipped_by_the_batch_claim_and_waited_for_by_one(
     stores: Callable[..., PostgresStore], pg_url: str, clock: FakeClock
 ) -> None:

@@ -1100,17 +1100,19 @@ class PgRunLog:
         self.store = store
 
     def append(self, row: Dict[str, Any]) -> None:
-        """Add a row; a run's final row replaces the ``running`` row of its claim."""
-        self._write(row, interrupted=False)
+        """Add a row; a run's final row replaces the ``running`` row of its claim, and
+        is not added again when it is already here (a write retried after a commit
+        whose answer the outage cut off)."""
+        self._write(row)
 
     def append_interrupted(self, row: Dict[str, Any]) -> bool:
         """Write the ``error`` row of a run that never finished over its ``running``
         row, unless that run's own final row is already here (its process wrote it,
         then died or lost the database before ``finish_run``): one row per fire.
         Returns whether the row was written."""
-        return self._write(row, interrupted=True)
+        return self._write(row)
 
-    def _write(self, row: Dict[str, Any], *, interrupted: bool) -> bool:
+    def _write(self, row: Dict[str, Any]) -> bool:
         clean = _no_nul(row)
         text = json.dumps(clean, ensure_ascii=False, default=str)
         params = {
@@ -1126,7 +1128,7 @@ class PgRunLog:
             if params["owner"] and params["status"] != "running":
                 if cur.execute(Q["runs_finish"], params).fetchone() is not None:
                     return True
-                if interrupted:
+                if params["status"] not in ("skipped", "missed"):  # a run's end
                     done = cur.execute(Q["runs_of_fire"], params).fetchall()
                     if any(is_final_row_of(found, clean) for (found,) in done):
                         return False
