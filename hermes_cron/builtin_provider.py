@@ -63,6 +63,7 @@ import heapq
 import itertools
 import logging
 import queue
+import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -310,6 +311,10 @@ class BuiltinLoop:
         self._started_at: Optional[datetime] = None
         #: Durations (s) of the last claim writes, for the claim lead (``_lead``).
         self._claim_times: Deque[float] = collections.deque(maxlen=8)
+        #: Other live schedulers on this store (from their heartbeats), at the last look,
+        #: and the lead drawn for this loop's next claim while there are any (``_lead``).
+        self._peers = 0
+        self._shared_lead = PRECLAIM_LEAD
         self.workers = _Workers(_max_workers(ctx), self._execute)
         #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
         #: so a worker is free for the next due job as soon as its job has run.
@@ -366,7 +371,9 @@ class BuiltinLoop:
         except Exception:  # the store's fault is recorded by the iteration
             nxt = None
         now = self.ctx.clock.now()
-        self.ctx.store.heartbeat(scheduler_info("builtin", now, self._started_at))
+        mine = scheduler_info("builtin", now, self._started_at)
+        self.ctx.store.heartbeat(mine)
+        self._peers = self._count_peers(mine, now)
         write_heartbeat(
             self.ctx.paths,
             now=now,
@@ -376,6 +383,16 @@ class BuiltinLoop:
             runs=self.runs,
             next_due_at=to_iso(nxt) if nxt else None,
         )
+
+    def _count_peers(self, mine: Dict[str, Any], now: datetime) -> int:
+        from .status_file import is_live
+
+        try:
+            seen = self.ctx.store.schedulers()
+        except Exception:  # the store's fault is recorded by the iteration
+            return self._peers
+        me = (mine["host"], mine["pid"])
+        return sum(1 for s in seen if (s.get("host"), s.get("pid")) != me and is_live(s, now))
 
     def catch_up(self) -> None:
         self._last_reconcile = time.monotonic()
@@ -416,6 +433,8 @@ class BuiltinLoop:
                         "job %s: not claimed: %s (%s)", claim.job_id, claim.outcome, claim.reason
                     )
         nxt = store.next_due_at()
+        if self._peers:
+            self._shared_lead = random.uniform(PRECLAIM_LEAD, PRECLAIM)
         if nxt is None:
             return POLL_CAP
         now = clock.now()
@@ -428,9 +447,17 @@ class BuiltinLoop:
     def _lead(self) -> float:
         """How far ahead of the earliest unclaimed fire to claim: PRECLAIM_LEAD, or
         three times the slowest of the last claim writes when that is longer (a big
-        jobs.json, or a lock shared with run recording), up to PRECLAIM. A claim
-        must be written before its fire is due, or every run in the batch starts late.
+        jobs.json, or a lock shared with run recording), up to PRECLAIM; a random
+        lead between the two while other schedulers share the store. A claim must be
+        written before its fire is due, or every run in the batch starts late.
         """
+        if self._peers:
+            # Replicas on one store: a lead drawn afresh for each claim, so the first
+            # to claim is a matter of chance. A lead measured from one's own claim
+            # writes lets the replica with the slowest writes claim first every time
+            # (the others' claims then find the rows taken, quickly, and their leads
+            # shrink): one replica ran nearly every fire.
+            return self._shared_lead
         slowest = max(self._claim_times, default=0.0)
         return min(PRECLAIM, max(PRECLAIM_LEAD, 3.0 * slowest))
 
