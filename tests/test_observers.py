@@ -133,7 +133,15 @@ def test_a_slow_observer_never_delays_the_next_fire(home: Path, clock: FakeClock
     try:
         for k in (1, 2, 3):
             advance_idle(clock, 2)
-            wait_for(lambda k=k: len(ledger(service)) == k, what=f"{k} rows")
+            # The run's row is written before its claim is released: wait for both, or
+            # the next fire finds the run still holding it (an overlap skip).
+            wait_for(
+                lambda k=k: (
+                    len(ledger(service)) == k
+                    and service.store.get(job["id"])["fire_claim"] is None
+                ),
+                what=f"{k} rows and the claim released",
+            )
         # The observer is still stuck in the first report while three fires ran on time.
         assert blocker.entered == 1
         assert service.ctx.observers.pending == 3

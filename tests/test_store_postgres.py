@@ -51,10 +51,14 @@ def _sql(url: str, query: str, params: Any = None) -> List[Any]:
         return cur.fetchall() if cur.description else []
 
 
-def _closed_port() -> int:
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for the whole test: bound (so no other
+    process, such as a server of a test running in parallel, can take it) and never
+    listened on."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])  # nobody listens once it is closed
+        yield int(sock.getsockname()[1])
 
 
 class SkewedClock(SystemClock):
@@ -79,8 +83,10 @@ def test_redact_removes_the_password_wherever_it_is() -> None:
     assert "x:y" not in redact("postgresql://a:x:y@h1:5432,h2:5433/d")
 
 
-def test_nothing_connects_before_first_use_and_down_is_one_line(paths: HomePaths) -> None:
-    port = _closed_port()
+def test_nothing_connects_before_first_use_and_down_is_one_line(
+    paths: HomePaths, refused_port: int
+) -> None:
+    port = refused_port
     url = f"postgresql://cron:s3cret@127.0.0.1:{port}/jobs"
     store = PostgresStore(url, paths, clock=SystemClock(), connect_timeout=2)
     try:
@@ -97,8 +103,8 @@ def test_nothing_connects_before_first_use_and_down_is_one_line(paths: HomePaths
         store.close()
 
 
-def test_cli_exits_1_with_one_line_when_the_database_is_down(home: Path) -> None:
-    port = _closed_port()
+def test_cli_exits_1_with_one_line_when_the_database_is_down(home: Path, refused_port: int) -> None:
+    port = refused_port
     env = dict(os.environ, HERMES_CRON_STORE=f"postgresql://cron:s3cret@127.0.0.1:{port}/jobs")
     for args in (["list"], ["status"], ["store", "init"], ["add", "every 1h", "--", "true"]):
         proc = subprocess.run(
@@ -447,8 +453,10 @@ def test_export_and_import_round_trip_between_the_stores(tmp_path: Path, pg_url:
     assert "up to date" in init.stdout and "nothing to create" in _cli(old, "store", "init").stdout
 
 
-def test_a_daemon_told_to_stop_while_waiting_for_the_database_exits_0(home: Path) -> None:
-    port = _closed_port()
+def test_a_daemon_told_to_stop_while_waiting_for_the_database_exits_0(
+    home: Path, refused_port: int
+) -> None:
+    port = refused_port
     env = dict(os.environ, HERMES_CRON_STORE=f"postgresql://cron:s3cret@127.0.0.1:{port}/jobs")
     proc = subprocess.Popen(
         [sys.executable, "-m", "hermes_cron", "daemon"],
