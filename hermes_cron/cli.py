@@ -482,18 +482,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     installed = _install_stop_handlers(stop)
     log = logging.getLogger("hermes_cron")
     try:
-        reached = _first_read(service, stop)
-    except BaseException:
-        _restore_handlers(installed)
-        raise
-    if not reached:
-        _restore_handlers(installed)
-        service.close()
-        return 0
-    if service.scheduler.fallback_reason:
-        log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
-    log.info("daemon: provider %s, home %s", service.provider_name, service.home)
-    try:
+        if not _first_read(service, stop):
+            return 0  # told to stop while waiting for the store
+        if service.scheduler.fallback_reason:
+            log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
+        log.info("daemon: provider %s, home %s", service.provider_name, service.home)
         try:
             service.start_metrics_server()
         except HermesCronError as exc:

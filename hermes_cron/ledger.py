@@ -38,13 +38,18 @@ _SKEW = timedelta(minutes=5)
 _NOT_AN_END = frozenset({"running", "skipped", "missed"})
 
 
+def is_run_end(row: Row) -> bool:
+    """Does ``row`` end a run (not ``running``, a skip or a miss)?"""
+    return row.get("status") not in _NOT_AN_END
+
+
 def is_final_row_of(row: Row, run: Row) -> bool:
     """Is ``row`` the final row of the run ``run`` is a row of: the same job, fire,
     owner and attempt, and the end of a run (not ``running``, a skip or a miss)?
     Every ``RunLog`` asks this before writing a run's end or its interruption, so a
     fire has one row however its process ended or its write was retried."""
     return (
-        row.get("status") not in _NOT_AN_END
+        is_run_end(row)
         and row.get("job_id") == run.get("job_id")
         and row.get("fire_at") == run.get("fire_at")
         and row.get("owner") == run.get("owner")

@@ -73,7 +73,7 @@ from ..errors import (
     StoreUnavailableError,
     UsageError,
 )
-from ..ledger import is_final_row_of
+from ..ledger import is_final_row_of, is_run_end
 from ..paths import HomePaths
 from ..schedules import Schedule
 from ..timeutil import UTC, to_iso
@@ -1128,7 +1128,7 @@ class PgRunLog:
             if params["owner"] and params["status"] != "running":
                 if cur.execute(Q["runs_finish"], params).fetchone() is not None:
                     return True
-                if params["status"] not in ("skipped", "missed"):  # a run's end
+                if is_run_end(clean):
                     done = cur.execute(Q["runs_of_fire"], params).fetchall()
                     if any(is_final_row_of(found, clean) for (found,) in done):
                         return False
