@@ -434,7 +434,7 @@ class BuiltinLoop:
                     )
         nxt = store.next_due_at()
         if self._peers:
-            self._shared_lead = random.uniform(PRECLAIM_LEAD, PRECLAIM)
+            self._shared_lead = random.uniform(self._measured_lead(), PRECLAIM)
         if nxt is None:
             return POLL_CAP
         now = clock.now()
@@ -447,17 +447,20 @@ class BuiltinLoop:
     def _lead(self) -> float:
         """How far ahead of the earliest unclaimed fire to claim: PRECLAIM_LEAD, or
         three times the slowest of the last claim writes when that is longer (a big
-        jobs.json, or a lock shared with run recording), up to PRECLAIM; a random
-        lead between the two while other schedulers share the store. A claim must be
-        written before its fire is due, or every run in the batch starts late.
+        jobs.json, or a lock shared with run recording), up to PRECLAIM; while other
+        schedulers share the store, a random lead between that and PRECLAIM. A claim
+        must be written before its fire is due, or every run in the batch starts late.
         """
         if self._peers:
             # Replicas on one store: a lead drawn afresh for each claim, so the first
-            # to claim is a matter of chance. A lead measured from one's own claim
-            # writes lets the replica with the slowest writes claim first every time
-            # (the others' claims then find the rows taken, quickly, and their leads
-            # shrink): one replica ran nearly every fire.
+            # to claim is a matter of chance. The measured lead alone lets the replica
+            # with the slowest writes claim first every time (the others' claims then
+            # find the rows taken, quickly, and their leads shrink): one replica ran
+            # nearly every fire.
             return self._shared_lead
+        return self._measured_lead()
+
+    def _measured_lead(self) -> float:
         slowest = max(self._claim_times, default=0.0)
         return min(PRECLAIM, max(PRECLAIM_LEAD, 3.0 * slowest))
 
