@@ -285,3 +285,37 @@ def test_max_workers_bounds_concurrency(home: Path, clock: FakeClock, workers: i
     finally:
         runner.release.set()
         handle.stop(30)
+
+
+def test_replicas_draw_their_claim_lead_at_random_never_below_the_measured_one(
+    home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One loop that always measured the slowest claim writes must not claim first
+    # every time: with other live schedulers on the store, each claim's lead is drawn
+    # between the loop's measured lead and PRECLAIM.
+    from hermes_cron.builtin_provider import PRECLAIM, BuiltinLoop
+    from hermes_cron.status_file import scheduler_info
+
+    service = make(home, clock, PromptRunner())
+    loop = BuiltinLoop(service.ctx, threading.Event(), threading.Event())
+    mine = scheduler_info("builtin", clock.now(), None)
+    others = [
+        dict(mine),  # this loop itself
+        dict(mine, host="other", pid=1),  # live
+        dict(mine, host="gone", pid=2, heartbeat_at=to_iso(clock.now() - timedelta(hours=1))),
+        dict(mine, host="stopped", pid=3, stopped_at=to_iso(clock.now())),
+    ]
+    monkeypatch.setattr(service.store, "schedulers", lambda: others)
+    loop._claim_times.append(0.04)  # measured lead: 3 x 40 ms
+    try:
+        assert loop._lead() == pytest.approx(0.12)  # alone: the measured lead
+        loop.heartbeat(force=True)
+        assert loop._peers == 1
+        leads = []
+        for _ in range(20):
+            loop.iteration()  # draws the lead of the next claim
+            leads.append(loop._lead())
+        assert all(0.12 <= lead <= PRECLAIM for lead in leads)
+        assert len(set(leads)) > 1
+    finally:
+        service.close()
