@@ -72,6 +72,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tu
 
 import attrs
 
+from .clock import handoff_lead
 from .config import cfg_get
 from .hookspec import hookimpl
 from .runner import RunRecorder, RunResult, execute_claim, new_owner_token, observers_of
@@ -101,6 +102,9 @@ RECONCILE_INTERVAL = 60.0
 STUCK_BACKOFF = 0.5
 #: Longest wait for running jobs when the loop stops.
 STOP_WAIT_CAP = 30.0
+#: The recorder pauses while the dispatcher hands a claim to the workers within this
+#: many seconds (so the dispatcher wakes to an idle GIL), or a handed claim waits to run.
+IMMINENT = 0.002
 #: Claim outcomes the workers act on (run, or record a skip / miss / interruption; a
 #: queued fire that replaces a run may have to stop a run of this process).
 ACTIONABLE = (WON, SKIPPED, MISSED, INTERRUPTED, QUEUED)
@@ -252,6 +256,10 @@ class _Dispatcher:
     def __init__(self, clock: Any, submit: Callable[[Claim], None]) -> None:
         self._clock = clock
         self._submit = submit
+        # Claims go to the workers this long before their due time, and the worker waits
+        # out the rest (``BuiltinLoop._execute``): the run then starts at its due time
+        # from a thread already awake, not a thread's wake-up late.
+        self._lead = timedelta(seconds=handoff_lead(clock))
         self._heap: List[Tuple[datetime, int, Claim]] = []
         self._seq = itertools.count()
         self._lock = threading.Lock()
@@ -270,13 +278,21 @@ class _Dispatcher:
         with self._lock:
             return len(self._heap)
 
+    def hands_over_within(self, seconds: float) -> bool:
+        """Whether the next claim goes to the workers within ``seconds``."""
+        with self._lock:
+            if not self._heap:
+                return False
+            head = self._heap[0][0]
+        return head - self._lead - self._clock.now() <= timedelta(seconds=seconds)
+
     def _run(self) -> None:
         while not self._closed:
             self._event.clear()
             now = self._clock.now()
             ready = []
             with self._lock:
-                while self._heap and self._heap[0][0] <= now:
+                while self._heap and self._heap[0][0] <= now + self._lead:
                     ready.append(heapq.heappop(self._heap)[2])
                 head = self._heap[0][0] if self._heap else None
             for claim in ready:
@@ -284,7 +300,7 @@ class _Dispatcher:
             if self._closed:
                 return
             # Nothing armed: sleep until something is added (no periodic wake when idle).
-            timeout = 3600.0 if head is None else (head - now).total_seconds()
+            timeout = 3600.0 if head is None else (head - self._lead - now).total_seconds()
             self._clock.wait(self._event, max(0.0, timeout))
 
     def close(self) -> List[Claim]:
@@ -315,11 +331,19 @@ class BuiltinLoop:
         #: and the lead drawn for this loop's next claim while there are any (``_lead``).
         self._peers = 0
         self._shared_lead = PRECLAIM_LEAD
+        self._handoff = handoff_lead(ctx.clock) > 0
+        #: Won claims handed to a worker whose run has not started yet.
+        self._starting = 0
+        self._starting_lock = threading.Lock()
         self.workers = _Workers(_max_workers(ctx), self._execute)
         #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
-        #: so a worker is free for the next due job as soon as its job has run.
+        #: so a worker is free for the next due job as soon as its job has run; it
+        #: pauses between its steps while a run is about to start.
         self.recorder = RunRecorder(
-            ctx, busy=lambda: self.workers.pending > 0, on_recorded=self._recorded
+            ctx,
+            busy=lambda: self.workers.pending > 0,
+            imminent=self._imminent,
+            on_recorded=self._recorded,
         )
         #: Starts claims made ahead of their due time (created when the loop runs).
         self.dispatcher: Optional[_Dispatcher] = None
@@ -331,8 +355,36 @@ class BuiltinLoop:
         record_error(self.ctx.paths, message, now=self.ctx.clock.now(), source=source)
 
     def _execute(self, claim: Claim) -> None:
+        starting = [claim.outcome == WON]
+        if starting[0]:
+            with self._starting_lock:
+                self._starting += 1
+
+        def started() -> None:
+            if starting[0]:
+                starting[0] = False
+                with self._starting_lock:
+                    self._starting -= 1
+
         try:
-            result = execute_claim(self.ctx, claim, recorder=self.recorder)
+            if starting[0] and self._handoff:
+                # Handed over up to the clock's hand-off lead early (``_Dispatcher``).
+                self.ctx.clock.wait_until(claim.due)
+            self._execute_now(claim, started)
+        finally:
+            started()
+
+    def _imminent(self) -> bool:
+        """A run is about to start: a worker holds a claim whose run has not begun, or
+        the dispatcher hands one over within ``IMMINENT``."""
+        if self._starting:
+            return True
+        dispatcher = self.dispatcher
+        return dispatcher is not None and dispatcher.hands_over_within(IMMINENT)
+
+    def _execute_now(self, claim: Claim, started: Callable[[], None]) -> None:
+        try:
+            result = execute_claim(self.ctx, claim, recorder=self.recorder, on_start=started)
         except Exception as exc:  # execute_claim should not raise; a bug must not kill a worker
             log.exception("job %s: firing failed", claim.job_id)
             self._record(f"job {claim.job_id}: firing failed: {type(exc).__name__}: {exc}", "job")

@@ -179,7 +179,11 @@ def notify_claimed(ctx: CronContext, claim: Claim) -> None:
 
 
 def execute_claim(
-    ctx: CronContext, claim: Claim, *, recorder: Optional[RunRecorder] = None
+    ctx: CronContext,
+    claim: Claim,
+    *,
+    recorder: Optional[RunRecorder] = None,
+    on_start: Optional[Callable[[], None]] = None,
 ) -> RunResult:
     """Act on a claim: WON runs ``ctx.hook.run_job`` (renewing the claim while it runs),
     writes ``cron/output/<job_id>/<timestamp>.md``, appends the ledger row and calls
@@ -189,7 +193,8 @@ def execute_claim(
 
     With ``recorder``, a won claim's output, ledger row and ``finish_run`` are left to
     it (``RunRecorder``): this returns as soon as the job has run, with no output
-    path yet, so the caller's thread is free for the next due job.
+    path yet, so the caller's thread is free for the next due job. ``on_start`` is
+    called just before ``run_job``.
     """
     from .store import INTERRUPTED, MISSED, QUEUED, SKIPPED, WON
 
@@ -216,7 +221,7 @@ def execute_claim(
         )
     assert claim.job is not None
     started = ctx.clock.now()
-    outcome = _run_with_renewal(ctx, claim)
+    outcome = _run_with_renewal(ctx, claim, on_start)
     finished = ctx.clock.now()
     if recorder is not None:
         recorder.submit(claim, outcome, started, finished)
@@ -294,7 +299,9 @@ class RunRecorder:
         ctx: CronContext,
         *,
         busy: Optional[Callable[[], bool]] = None,
+        imminent: Optional[Callable[[], bool]] = None,
         max_delay: float = 0.05,
+        max_pause: float = 0.25,
         on_recorded: Optional[Callable[[List[Optional[Dict[str, Any]]]], None]] = None,
     ) -> None:
         self.ctx = ctx
@@ -305,7 +312,15 @@ class RunRecorder:
         # seconds: its Python work would otherwise hold the GIL while due jobs start,
         # and waiting a moment lets more runs share the one write.
         self._busy_fn = busy
+        # While ``imminent()`` (a run is about to start), recording pauses between its
+        # steps, for at most ``max_pause`` in all per batch: a thread that wakes to start
+        # a run while this one runs Python waits for the GIL. The budget is per batch,
+        # not per step, so a steady stream of fires cannot starve recording: the batch
+        # grows with the backlog and the pause per run shrinks. It is short next to a
+        # job's interval, so a run is recorded before its job's next fire is claimed.
+        self._imminent_fn = imminent
         self.max_delay = float(max_delay)
+        self.max_pause = float(max_pause)
         self._cond = threading.Condition()
         self._items: List[Tuple[Claim, RunOutcome, datetime, datetime]] = []
         self._busy = 0
@@ -368,7 +383,7 @@ class RunRecorder:
                 batch, self._items = self._items, []
                 self._busy = len(batch)
             try:
-                self._record(batch)
+                self._record(batch, self._pauser())
             except Exception:  # a bug must not stop the recording of later runs
                 _log_for(self.ctx).exception("recording %d run(s) failed", len(batch))
             finally:
@@ -376,18 +391,43 @@ class RunRecorder:
                     self._busy = 0
                     self._cond.notify_all()
 
-    def _record(self, batch: List[Tuple[Claim, RunOutcome, datetime, datetime]]) -> None:
+    def _pauser(self) -> Callable[[], None]:
+        """What ``_record`` calls between steps: waits while a run is imminent, within
+        one ``max_pause`` budget for the batch (never once the recorder is closing)."""
+        imminent = self._imminent_fn
+        if imminent is None:
+            return lambda: None
+        left = _deadline(self.max_pause)
+
+        def pause() -> None:
+            with self._cond:
+                while not self._closed and left() > 0 and imminent():
+                    self._cond.wait(min(PAUSE_POLL, max(left(), 0.0)))
+
+        return pause
+
+    def _record(
+        self,
+        batch: List[Tuple[Claim, RunOutcome, datetime, datetime]],
+        pause: Callable[[], None] = lambda: None,
+    ) -> None:
         finishes = []
         until = _recording_deadline()
         for claim, outcome, started, finished in batch:
+            pause()
             _, error = _write_records(self.ctx, claim, outcome, started, finished, until)
             finishes.append((claim, outcome.status, error, started))
+        pause()
         written = _finish_many(self.ctx, finishes, until)
         jobs: List[Optional[Dict[str, Any]]] = (
             written if written is not None else [None] * len(finishes)
         )
         if self._on_recorded is not None:
             self._on_recorded(jobs)
+
+
+#: How often a paused recorder looks again whether a run is still imminent, in seconds.
+PAUSE_POLL = 0.0005
 
 
 def _deadline(timeout: float) -> Callable[[], float]:
@@ -446,7 +486,9 @@ def _append_row(ctx: CronContext, row: Dict[str, Any], *, interrupted: bool = Fa
     return True
 
 
-def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
+def _run_with_renewal(
+    ctx: CronContext, claim: Claim, on_start: Optional[Callable[[], None]] = None
+) -> RunOutcome:
     """Call ``run_job`` while the store's renewer keeps the claim fresh (and, for an
     ``overlap: replace`` job, the cancel watcher looks for a stop request); never raises
     for the job."""
@@ -459,6 +501,8 @@ def _run_with_renewal(ctx: CronContext, claim: Claim) -> RunOutcome:
         watch = _watch_for(ctx.store, _log_for(ctx))
         watched = watch.add(claim.job_id, claim.owner, stop)
     observers_of(ctx).running(1)
+    if on_start is not None:
+        on_start()
     try:
         result = ctx.hook.run_job(ctx=_run_context(ctx, stop.event), job=claim.job)
     except Exception as exc:
