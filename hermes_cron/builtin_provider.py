@@ -15,14 +15,17 @@ The loop (``start``):
      (0.25 s) past that lead in one locked write
      (``store.claim_many`` with a fresh owner token), in the loop thread. A
      claim for a fire still in the future goes to the dispatcher thread, which
-     hands it to the worker pool at its due time; anything else that needs
-     recording or running (won, skipped, missed) goes to the pool at once. The
+     hands it to the worker pool at its due time (on the real clock 1.5 ms
+     before it, and the worker waits out the rest, so the run starts from a
+     thread already awake); anything else that needs recording or running (won,
+     skipped, missed) goes to the pool at once. The
      pool is bounded (``cron.max_workers``) and calls ``runner.execute_claim``,
      so one slow job never delays the loop, and a claim write (which may wait
      for the store lock) never delays a run that is due. A worker hands each
      finished run to a ``runner.RunRecorder`` (output, ledger row,
      ``finish_run``, many runs per write) and is free for the next due job at
-     once;
+     once. The recorder pauses between its steps while a run is about to start
+     (up to 0.25 s per batch), so the GIL is free when that run's thread needs it;
    * sleep with ``clock.wait`` until the claim lead before the earliest
      unclaimed ``next_run_at``, but at most ``POLL_CAP`` (1 s): a change to
      ``jobs.json`` by another process is noticed within a second (the store

@@ -3,8 +3,11 @@ write changed, not re-sorted): it must always equal the index built from scratch
 
 from __future__ import annotations
 
+import os
 import random
+from typing import Any
 
+import pytest
 from helpers.storekit import new_store, sched
 
 from hermes_cron.clock import FakeClock
@@ -44,3 +47,34 @@ def test_the_kept_due_index_equals_a_full_rebuild(paths: HomePaths, clock: FakeC
         kept = store._load()._due
         assert kept is not None
         assert kept == _from_scratch(store), f"step {step}"
+
+
+def test_a_read_that_a_write_of_this_process_overtakes_is_not_parsed_again(
+    paths: HomePaths, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader thread that took the cached view, then opened the file after a write of
+    this process had replaced it and updated the cache, takes the new cache: parsing
+    10,000 records there took 0.15 s (and a full GC after it) under load."""
+    store = new_store(paths, clock)
+    ids = [store.add(sched("every 10s", clock), command=["true"])["id"] for _ in range(5)]
+    store.next_due_at()
+    parses = []
+    real_parse = JobStore._parse
+    monkeypatch.setattr(
+        JobStore, "_parse", lambda self, *a: parses.append(1) or real_parse(self, *a)
+    )
+    armed = [True]
+    real_open = os.open
+
+    def open_after_a_write(path: Any, flags: int, *args: Any) -> int:
+        if armed[0] and str(path) == str(store.path):
+            armed[0] = False
+            store.pause(ids[0])  # lands between this read's look at the cache and its open
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", open_after_a_write)
+    assert store.next_due_at() is not None
+    assert not armed[0], "the write did not happen inside the read"
+    assert parses == []
+    assert store.get(ids[0])["state"] == "paused"
+    assert new_store(paths, clock).get(ids[0])["state"] == "paused"  # on disk too

@@ -545,6 +545,11 @@ class JobStore(RuleStore):
         pending = self._writing
         if pending is not None and data == pending.data:
             return pending
+        # Or that write has since finished and is the cache now (it was not when this
+        # read began). Parsing 10,000 records again here took 0.15 s under load.
+        current = self._cache
+        if current is not cache and current.data is not None and data == current.data:
+            return current
         state = self._parse(token, data, cache)
         if self._cache is cache:  # never replace a newer view a writer put meanwhile
             self._cache = state
@@ -603,11 +608,13 @@ class JobStore(RuleStore):
                     pin = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
                     st = os.fstat(pin)
                 except OSError as exc:
-                    raise StoreError(f"{self.path}: cannot write: {exc}") from None
-                finally:
                     self._writing = None
+                    raise StoreError(f"{self.path}: cannot write: {exc}") from None
                 new.token = (st.st_ino, st.st_mtime_ns, st.st_size)
+                # The cache first, then ``_writing`` cleared: a reader must always find
+                # the new bytes in one of the two (see ``_load``).
                 self._cache = new
+                self._writing = None
                 self._pin(new, pin)
             return result
         finally:
