@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Dict, Optional, Tuple, Type, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Type, Union
 
 from .errors import LockTimeoutError
 
@@ -214,13 +214,54 @@ def _new_temp(folder: Path, prefix: str, suffix: str) -> Tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(folder))
 
 
-def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> None:
-    """Replace ``path`` with ``data`` atomically and durably.
+def _write_all(fd: int, data: Union[bytes, Sequence[bytes]]) -> None:
+    """Write ``data`` (bytes, or pieces of it in order) to ``fd``, all of it.
+
+    Pieces go to the kernel a thousand per ``writev`` call, without joining them
+    first: each call releases the GIL, where a join of megabytes holds it.
+    """
+    pieces: Sequence[bytes] = [data] if isinstance(data, (bytes, bytearray)) else data
+    writev = getattr(os, "writev", None)
+    i = 0
+    while i < len(pieces):
+        group = pieces[i : i + _IOV_MAX]
+        written = writev(fd, group) if writev is not None and len(group) > 1 else 0
+        if written == sum(map(len, group)):
+            i += len(group)
+            continue
+        # A short write (or no writev): finish the piece it stopped in, go on after it.
+        for piece in group:
+            i += 1
+            if written >= len(piece):
+                written -= len(piece)
+                continue
+            view = memoryview(piece)[written:]
+            written = 0
+            while view:
+                view = view[os.write(fd, view) :]
+            break
+
+
+#: Pieces per ``writev`` call (the POSIX minimum of IOV_MAX is 16; Linux allows 1024).
+_IOV_MAX = 1024
+
+
+def atomic_write(
+    path: PathArg,
+    data: Union[bytes, Sequence[bytes]],
+    *,
+    mode: Optional[int] = None,
+    before_replace: Optional[Callable[[os.stat_result], None]] = None,
+) -> None:
+    """Replace ``path`` with ``data`` (bytes, or its pieces in order) atomically and
+    durably.
 
     ``mode``: permission bits for the new file; None keeps the existing file's
     bits, or 0600 for a new file (job records can hold prompts and commands).
-    Raises ``OSError`` on failure; the old file is then untouched and no temp
-    file is left behind.
+    ``before_replace`` is called with the new file's ``fstat`` once it is written
+    and synced, just before it is renamed into place (a rename keeps its inode,
+    mtime and size). Raises ``OSError`` on failure; the old file is then untouched
+    and no temp file is left behind.
     """
     target = Path(path)
     folder = target.parent
@@ -232,12 +273,11 @@ def atomic_write(path: PathArg, data: bytes, *, mode: Optional[int] = None) -> N
     fd, tmp = _new_temp(folder, f".{target.name}.", ".tmp")
     try:
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            _write_all(fd, data)
             os.fchmod(fd, mode)
             os.fsync(fd)
+            if before_replace is not None:
+                before_replace(os.fstat(fd))
         finally:
             os.close(fd)
         os.replace(tmp, target)

@@ -7,6 +7,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any, List
 
 import pytest
 from helpers.storekit import new_store, spawn
@@ -133,3 +134,38 @@ def test_atomic_write_failure_leaves_old_file_and_no_temp(
     monkeypatch.undo()
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_atomic_write_of_pieces_writes_them_all_in_order_even_when_writes_come_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jobs.json`` goes out as one piece per record (``os.writev``, a thousand pieces a
+    call); a short write, which the kernel may give, continues where it stopped."""
+    pieces = [f"record {i};".encode() * (i % 7) for i in range(2500)]  # some empty
+    whole = b"".join(pieces)
+    real_writev, real_write = os.writev, os.write
+    calls = {"writev": 0, "write": 0}
+
+    def short_writev(fd: int, buffers: List[bytes]) -> int:
+        calls["writev"] += 1
+        # Half of what was asked, cut inside a piece where it can.
+        want = sum(map(len, buffers))
+        return real_writev(fd, [b"".join(buffers)[: max(1, want // 2)]]) if want else 0
+
+    def short_write(fd: int, data: Any) -> int:
+        calls["write"] += 1
+        return real_write(fd, bytes(data)[:5])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    monkeypatch.setattr(os, "write", short_write)
+    seen: List[os.stat_result] = []
+    atomic_write(tmp_path / "f.json", pieces, before_replace=seen.append)
+    monkeypatch.undo()
+    assert (tmp_path / "f.json").read_bytes() == whole
+    assert calls["writev"] >= 3 and calls["write"] > 0
+    # The stat handed over before the rename is the file's own after it.
+    st = os.stat(tmp_path / "f.json")
+    assert [(s.st_ino, s.st_mtime_ns, s.st_size) for s in seen] == [
+        (st.st_ino, st.st_mtime_ns, st.st_size)
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]

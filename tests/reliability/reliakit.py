@@ -167,9 +167,10 @@ def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.05
 class DiskFault:
     """Make file-system calls on chosen paths fail with one ``errno``, in this process.
 
-    Patches ``os.open``, ``os.write``, ``os.fsync``, ``os.mkdir``, ``os.replace`` and
-    ``os.rename``: a call whose path (for ``write``/``fsync``: the path of the open file
-    descriptor, from ``/proc/self/fd``) passes ``match`` raises ``OSError(errno)`` while
+    Patches ``os.open``, ``os.write`` (and ``os.writev`` with it), ``os.fsync``,
+    ``os.mkdir``, ``os.replace`` and ``os.rename``: a call whose path (for
+    ``write``/``fsync``: the path of the open file descriptor, from ``/proc/self/fd``)
+    passes ``match`` raises ``OSError(errno)`` while
     the fault is on. Reads fail too only with ``reads=True`` (an ``open`` without write
     flags). Tests run as root, so ``chmod`` would not deny anything: this is how a
     permission error, a full disk or a read-only file system is simulated.
@@ -195,7 +196,7 @@ class DiskFault:
         self.hits = 0
         self._real = {
             name: getattr(os, name)
-            for name in ("open", "write", "fsync", "mkdir", "replace", "rename")
+            for name in ("open", "write", "writev", "fsync", "mkdir", "replace", "rename")
         }
         wrappers = {
             "open": self._open,
@@ -207,6 +208,8 @@ class DiskFault:
         }
         for name in calls:
             monkeypatch.setattr(os, name, wrappers[name])
+            if name == "write":
+                monkeypatch.setattr(os, "writev", self._writev)
 
     def on(self) -> None:
         self.active = True
@@ -242,6 +245,13 @@ class DiskFault:
             if path:
                 self._fail(path)
         return self._real["write"](fd, data)
+
+    def _writev(self, fd: int, buffers: Any) -> int:
+        if self.active:
+            path = self._fd_path(fd)
+            if path:
+                self._fail(path)
+        return self._real["writev"](fd, buffers)
 
     def _fsync(self, fd: Any) -> None:
         if self.active and isinstance(fd, int):
