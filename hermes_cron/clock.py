@@ -49,19 +49,19 @@ class SystemClock:
         """Return at ``when`` (wall time), as close to it as the machine allows.
 
         Meant for the last ``handoff_lead`` before a due time: it naps, then spins.
-        Bounded in monotonic time too, so a wall-clock step back meanwhile cannot
-        prolong it.
+        Time is read with ``now()`` (so a subclass's own ``now`` holds here too), and
+        the wait is bounded in monotonic time, so a wall-clock step back meanwhile
+        cannot prolong it.
         """
-        target = when.timestamp()
-        left = target - time.time()
+        left = (when - self.now()).total_seconds()
         if left <= 0:
             return
         if left > self.handoff_lead:
             time.sleep(left - self.handoff_lead)
-            left = target - time.time()
+            left = (when - self.now()).total_seconds()
         end = time.monotonic() + max(0.0, left)
         while True:
-            left = min(target - time.time(), end - time.monotonic())
+            left = min((when - self.now()).total_seconds(), end - time.monotonic())
             if left <= 0:
                 return
             if left > self.SPIN:

@@ -50,6 +50,19 @@ def test_the_real_clock_waits_until_never_before_it() -> None:
     assert time.monotonic() - began < 1.0
 
 
+def test_a_real_clock_of_its_own_time_waits_by_that_time() -> None:
+    class Ahead(SystemClock):
+        def now(self) -> datetime:
+            return datetime.now(UTC) + timedelta(hours=1)
+
+    clock = Ahead()
+    began = time.monotonic()
+    when = clock.now() + timedelta(milliseconds=2)
+    clock.wait_until(when)  # an hour ahead of the system's time: still 2 ms
+    assert clock.now() >= when
+    assert time.monotonic() - began < 30
+
+
 def test_only_a_clock_that_can_wait_until_gets_runs_early() -> None:
     class NowAndWait:
         handoff_lead = 5.0  # no wait_until: the lead means nothing
