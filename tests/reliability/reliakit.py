@@ -239,25 +239,23 @@ class DiskFault:
             self._fail(path)
         return self._real["open"](path, flags, *args, **kwargs)
 
-    def _write(self, fd: int, data: Any) -> int:
-        if self.active:
-            path = self._fd_path(fd)
-            if path:
-                self._fail(path)
-        return self._real["write"](fd, data)
-
-    def _writev(self, fd: int, buffers: Any) -> int:
-        if self.active:
-            path = self._fd_path(fd)
-            if path:
-                self._fail(path)
-        return self._real["writev"](fd, buffers)
-
-    def _fsync(self, fd: Any) -> None:
+    def _fail_fd(self, fd: Any) -> None:
+        """``_fail`` for the file an open descriptor names."""
         if self.active and isinstance(fd, int):
             path = self._fd_path(fd)
             if path:
                 self._fail(path)
+
+    def _write(self, fd: int, data: Any) -> int:
+        self._fail_fd(fd)
+        return self._real["write"](fd, data)
+
+    def _writev(self, fd: int, buffers: Any) -> int:
+        self._fail_fd(fd)
+        return self._real["writev"](fd, buffers)
+
+    def _fsync(self, fd: Any) -> None:
+        self._fail_fd(fd)
         return self._real["fsync"](fd)
 
     def _mkdir(self, path: Any, *args: Any, **kwargs: Any) -> None:
