@@ -75,6 +75,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tu
 
 import attrs
 
+from . import punctual
 from .clock import handoff_lead
 from .config import cfg_get
 from .hookspec import hookimpl
@@ -540,6 +541,18 @@ class BuiltinLoop:
         # A store that hears other processes' changes (PostgreSQL) wakes the loop at once.
         ctx.store.add_listener(self.wake.set)
         self.heartbeat(force=True)
+        if self._handoff:
+            # Store writes and other background Python in this process step aside while a
+            # run is about to start (``punctual``). Not on a clock without a hand-off
+            # (a test's fake clock): its "imminent" could last as long as time stands still.
+            punctual.register(self._imminent)
+        try:
+            return self._loop()
+        finally:
+            punctual.unregister(self._imminent)
+
+    def _loop(self) -> Dict[str, Any]:
+        ctx, stop = self.ctx, self.stop_event
         failures = 0
         try:
             self.catch_up()

@@ -53,6 +53,7 @@ import attrs
 
 from .config import cfg_get
 from .errors import HermesCronError, UsageError
+from .punctual import Pacer
 from .timeutil import parse_iso, to_iso
 
 if TYPE_CHECKING:
@@ -394,17 +395,9 @@ class RunRecorder:
     def _pauser(self) -> Callable[[], None]:
         """What ``_record`` calls between steps: waits while a run is imminent, within
         one ``max_pause`` budget for the batch (never once the recorder is closing)."""
-        imminent = self._imminent_fn
-        if imminent is None:
+        if self._imminent_fn is None:
             return lambda: None
-        left = _deadline(self.max_pause)
-
-        def pause() -> None:
-            with self._cond:
-                while not self._closed and left() > 0 and imminent():
-                    self._cond.wait(min(PAUSE_POLL, max(left(), 0.0)))
-
-        return pause
+        return Pacer(self.max_pause, imminent=self._imminent_fn, stop=lambda: self._closed)
 
     def _record(
         self,
@@ -424,10 +417,6 @@ class RunRecorder:
         )
         if self._on_recorded is not None:
             self._on_recorded(jobs)
-
-
-#: How often a paused recorder looks again whether a run is still imminent, in seconds.
-PAUSE_POLL = 0.0005
 
 
 def _deadline(timeout: float) -> Callable[[], float]:

@@ -64,6 +64,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .. import punctual
 from ..clock import Clock
 from ..config import Config, cfg_get
 from ..errors import (
@@ -697,7 +698,9 @@ class PostgresStore(RuleStore):
             current: Dict[str, Optional[Record]] = {i: r.entry.record for i, r in locked.items()}
             changed: Dict[str, Record] = {}
             answers: List[Any] = []
+            step = punctual.pacer()
             for job_id, rule in items:
+                step()
                 if job_id in busy:
                     answers.append(_BUSY)
                     continue
@@ -807,7 +810,9 @@ class PostgresStore(RuleStore):
             now = self._now(cur)
             out: List[Claim] = []
             changed: Dict[str, Record] = {}
+            step = punctual.pacer()
             for job_id in ids:
+                step()
                 row = locked.get(job_id)
                 if row is None:
                     continue
