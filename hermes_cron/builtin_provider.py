@@ -109,6 +109,10 @@ STOP_WAIT_CAP = 30.0
 #: The recorder pauses while the dispatcher hands a claim to the workers within this
 #: many seconds (so the dispatcher wakes to an idle GIL), or a handed claim waits to run.
 IMMINENT = 0.002
+#: The recorder writes the ends of runs at most this often, in seconds (``RunRecorder``):
+#: at 167 fires/s with 10,000 jobs in ``jobs.json`` that is 4 whole-file writes a second
+#: instead of 55, and the daemon's disk and GIL time fall with it.
+FINISH_HOLD = 0.25
 #: Claim outcomes the workers act on (run, or record a skip / miss / interruption; a
 #: queued fire that replaces a run may have to stop a run of this process).
 ACTIONABLE = (WON, SKIPPED, MISSED, INTERRUPTED, QUEUED)
@@ -347,6 +351,7 @@ class BuiltinLoop:
             ctx,
             busy=lambda: self.workers.pending > 0,
             imminent=self._imminent,
+            hold=FINISH_HOLD,
             on_recorded=self._recorded,
         )
         #: Starts claims made ahead of their due time (created when the loop runs).
@@ -482,6 +487,9 @@ class BuiltinLoop:
                     self.dispatcher.add(claim)
                     progressed = True
                 elif claim.outcome in ACTIONABLE:
+                    if claim.outcome == QUEUED:
+                        # The queued fire runs once the run before it is recorded ended.
+                        self.recorder.flush()
                     self.workers.submit(claim)
                     progressed = True
                 else:

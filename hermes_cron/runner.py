@@ -286,13 +286,20 @@ def _write_records(
 
 class RunRecorder:
     """Records finished runs (output file, ledger row, ``finish_run``) on a thread of its
-    own, every run waiting at that moment in one ``jobs.json`` write.
+    own, the ends of many runs in one store write.
 
     A worker that hands its run here is free for the next due job at once: in a burst
     of jobs due together, one run's durable write no longer delays the start of the
     runs queued behind it. Nothing about at-most-once changes (the claim was written
     before the run); until its run is recorded a job keeps its claim, so a fire of it
     due meanwhile is an overlap skip, never a second run.
+
+    Each run's output and ledger row are written as soon as it is handed over. With
+    ``hold``, its end (``finish_runs``) waits for the next store write, which comes at
+    most every ``hold`` seconds: under load that turns one whole-file ``jobs.json``
+    write per few runs into one per ``hold``. It never waits past a second before the
+    job's next fire (so that fire's claim finds the run ended), nor once ``flush``,
+    ``wait_idle`` or ``close`` asks for it.
     """
 
     def __init__(
@@ -303,6 +310,7 @@ class RunRecorder:
         imminent: Optional[Callable[[], bool]] = None,
         max_delay: float = 0.05,
         max_pause: float = 0.25,
+        hold: float = 0.0,
         on_recorded: Optional[Callable[[List[Optional[Dict[str, Any]]]], None]] = None,
     ) -> None:
         self.ctx = ctx
@@ -322,8 +330,15 @@ class RunRecorder:
         self._imminent_fn = imminent
         self.max_delay = float(max_delay)
         self.max_pause = float(max_pause)
+        self.hold = float(hold)
         self._cond = threading.Condition()
         self._items: List[Tuple[Claim, RunOutcome, datetime, datetime]] = []
+        #: Ends of recorded runs waiting for the store write, and when it must happen
+        #: (``time.monotonic()``) at the latest.
+        self._held: List[Tuple[Claim, str, Optional[str], datetime]] = []
+        self._write_by = float("inf")
+        self._last_write = float("-inf")
+        self._flushing = 0
         self._busy = 0
         self._closed = False
         self._thread: Optional[threading.Thread] = None
@@ -346,19 +361,30 @@ class RunRecorder:
 
     @property
     def pending(self) -> int:
-        """Runs queued or being recorded."""
+        """Runs queued, being recorded, or waiting for the store write of their end."""
         with self._cond:
-            return len(self._items) + self._busy
+            return len(self._items) + self._busy + len(self._held)
+
+    def flush(self) -> None:
+        """Write the ends of the runs recorded so far now (a queued fire waits for one)."""
+        with self._cond:
+            self._write_by = float("-inf")
+            self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until every run handed over is recorded; False on timeout."""
+        """Wait until every run handed over is recorded, its end written; False on timeout."""
         deadline = _deadline(timeout)
         with self._cond:
-            while self._items or self._busy:
-                left = deadline()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._items or self._busy or self._held:
+                    left = deadline()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float) -> bool:
@@ -369,22 +395,45 @@ class RunRecorder:
             self._cond.notify_all()
         return idle
 
+    def _write_due(self) -> float:
+        """Seconds until the held ends must be written (0: now). Under the condition."""
+        if not self._held:
+            return float("inf")
+        if self._closed or self._flushing:
+            return 0.0
+        at = min(self._write_by, self._last_write + self.hold)
+        return max(0.0, at - _monotonic())
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._items and not self._closed:
-                    self._cond.wait()
-                if not self._items:
+                while not self._items and not self._closed and self._write_due() > 0:
+                    self._cond.wait(min(self._write_due(), 3600.0))
+                if not self._items and not self._held:
                     self._thread = None
                     return
-                if self._busy_fn is not None and not self._closed:
+                if self._items and self._busy_fn is not None and not self._closed:
                     left = _deadline(self.max_delay)
                     while self._busy_fn() and left() > 0 and not self._closed:
                         self._cond.wait(min(0.002, max(left(), 0.0)))
                 batch, self._items = self._items, []
                 self._busy = len(batch)
             try:
-                self._record(batch, self._pauser())
+                pause = self._pauser()
+                ends = self._write_runs(batch, pause)
+                with self._cond:
+                    self._held.extend(ends)
+                    self._busy = 0
+                    for claim, *_ in ends:
+                        self._write_by = min(self._write_by, self._latest_write(claim))
+                    if self._write_due() > 0:
+                        continue
+                    held, self._held = self._held, []
+                    self._busy = len(held)
+                    self._write_by = float("inf")
+                    self._last_write = _monotonic()
+                pause()
+                self._write_ends(held)
             except Exception:  # a bug must not stop the recording of later runs
                 _log_for(self.ctx).exception("recording %d run(s) failed", len(batch))
             finally:
@@ -392,31 +441,67 @@ class RunRecorder:
                     self._busy = 0
                     self._cond.notify_all()
 
+    def _latest_write(self, claim: Claim) -> float:
+        """When (``time.monotonic()``) the end of ``claim``'s run must be written at the
+        latest: ``hold`` from now, or a second before the job's next fire."""
+        upcoming = (claim.job or {}).get("next_run_at")
+        soon = self.hold
+        if upcoming:
+            ahead = (parse_iso(upcoming) - self.ctx.clock.now()).total_seconds()
+            soon = min(soon, max(0.0, ahead - NEXT_FIRE_MARGIN))
+        return _monotonic() + soon
+
     def _pauser(self) -> Callable[[], None]:
-        """What ``_record`` calls between steps: waits while a run is imminent, within
+        """What recording calls between steps: waits while a run is imminent, within
         one ``max_pause`` budget for the batch (never once the recorder is closing)."""
         if self._imminent_fn is None:
             return lambda: None
         return Pacer(self.max_pause, imminent=self._imminent_fn, stop=lambda: self._closed)
+
+    def _write_runs(
+        self,
+        batch: List[Tuple[Claim, RunOutcome, datetime, datetime]],
+        pause: Callable[[], None],
+    ) -> List[Tuple[Claim, str, Optional[str], datetime]]:
+        """Each run's output file and ledger row; returns the runs' ends to write."""
+        ends = []
+        until = _recording_deadline()
+        for claim, outcome, started, finished in batch:
+            pause()
+            _, error = _write_records(self.ctx, claim, outcome, started, finished, until)
+            ends.append((claim, outcome.status, error, started))
+        return ends
+
+    def _write_ends(self, ends: List[Tuple[Claim, str, Optional[str], datetime]]) -> None:
+        """``finish_runs`` for ``ends`` in one store write; tells ``on_recorded``."""
+        if not ends:
+            return
+        written = _finish_many(self.ctx, ends, _recording_deadline())
+        jobs: List[Optional[Dict[str, Any]]] = (
+            written if written is not None else [None] * len(ends)
+        )
+        if self._on_recorded is not None:
+            self._on_recorded(jobs)
 
     def _record(
         self,
         batch: List[Tuple[Claim, RunOutcome, datetime, datetime]],
         pause: Callable[[], None] = lambda: None,
     ) -> None:
-        finishes = []
-        until = _recording_deadline()
-        for claim, outcome, started, finished in batch:
-            pause()
-            _, error = _write_records(self.ctx, claim, outcome, started, finished, until)
-            finishes.append((claim, outcome.status, error, started))
+        ends = self._write_runs(batch, pause)
         pause()
-        written = _finish_many(self.ctx, finishes, until)
-        jobs: List[Optional[Dict[str, Any]]] = (
-            written if written is not None else [None] * len(finishes)
-        )
-        if self._on_recorded is not None:
-            self._on_recorded(jobs)
+        self._write_ends(ends)
+
+
+#: A run's end is written at least this long (seconds) before its job's next fire, so
+#: the claim of that fire (made up to half a second ahead) finds the run ended.
+NEXT_FIRE_MARGIN = 1.0
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
 
 
 def _deadline(timeout: float) -> Callable[[], float]:
