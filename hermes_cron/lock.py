@@ -214,8 +214,11 @@ def _new_temp(folder: Path, prefix: str, suffix: str) -> Tuple[int, str]:
     raise FileExistsError(errno.EEXIST, "no unused temporary file name", str(folder))
 
 
-def _write_all(fd: int, data: Union[bytes, Sequence[bytes]]) -> None:
-    """Write ``data`` (bytes, or pieces of it in order) to ``fd``, all of it.
+def _write_all(
+    fd: int, data: Union[bytes, Sequence[bytes]], step: Callable[[], None] = lambda: None
+) -> None:
+    """Write ``data`` (bytes, or pieces of it in order) to ``fd``, all of it, calling
+    ``step`` before each system call (``punctual.Pacer``).
 
     Pieces go to the kernel a thousand per ``writev`` call, without joining them
     first: each call releases the GIL, where a join of megabytes holds it.
@@ -224,6 +227,7 @@ def _write_all(fd: int, data: Union[bytes, Sequence[bytes]]) -> None:
     writev = getattr(os, "writev", None)
     i = 0
     while i < len(pieces):
+        step()
         group = pieces[i : i + _IOV_MAX]
         written = writev(fd, group) if writev is not None and len(group) > 1 else 0
         if written == sum(map(len, group)):
@@ -252,6 +256,7 @@ def atomic_write(
     *,
     mode: Optional[int] = None,
     before_replace: Optional[Callable[[os.stat_result], None]] = None,
+    step: Callable[[], None] = lambda: None,
 ) -> None:
     """Replace ``path`` with ``data`` (bytes, or its pieces in order) atomically and
     durably.
@@ -260,8 +265,10 @@ def atomic_write(
     bits, or 0600 for a new file (job records can hold prompts and commands).
     ``before_replace`` is called with the new file's ``fstat`` once it is written
     and synced, just before it is renamed into place (a rename keeps its inode,
-    mtime and size). Raises ``OSError`` on failure; the old file is then untouched
-    and no temp file is left behind.
+    mtime and size). ``step`` is called before each write and sync (a pacer: the
+    megabytes of a large file disturb a run about to start, in the GIL and the VM).
+    Raises ``OSError`` on failure; the old file is then untouched and no temp file
+    is left behind.
     """
     target = Path(path)
     folder = target.parent
@@ -273,8 +280,9 @@ def atomic_write(
     fd, tmp = _new_temp(folder, f".{target.name}.", ".tmp")
     try:
         try:
-            _write_all(fd, data)
+            _write_all(fd, data, step)
             os.fchmod(fd, mode)
+            step()
             os.fsync(fd)
             if before_replace is not None:
                 before_replace(os.fstat(fd))

@@ -650,7 +650,7 @@ class JobStore(RuleStore):
 
                 try:
                     self._remove_dead_temps()
-                    atomic_write(self.path, chunks, before_replace=announce)
+                    atomic_write(self.path, chunks, before_replace=announce, step=txn.step)
                     # Opened under the lock, so it is the file just written.
                     pin = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
                     st = os.fstat(pin)
