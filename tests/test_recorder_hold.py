@@ -55,65 +55,63 @@ def claimed_now(service: CronService, job_id: str) -> bool:
     return bool(service.store.get(job_id)["fire_claim"])
 
 
-def test_runs_ending_within_the_hold_share_one_write(
-    home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    service, ids, claims = claimed(home, clock, ["every 1h"] * 4)
+def one_written(
+    home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, schedules: List[str]
+) -> Any:
+    """Claims of jobs on ``schedules``, the store writes of run ends counted, and a
+    recorder holding ends for an hour that has just written one end (another job's):
+    nothing written lately, the first end goes at once; the next ones wait."""
+    service, ids, claims = claimed(home, clock, ["every 1h", *schedules])
     calls = writes_of(service, monkeypatch)
     recorder = RunRecorder(service.ctx, hold=3600)
-    # Nothing written lately: the first end is written at once.
     execute_claim(service.ctx, claims[0], recorder=recorder)
     wait_for(lambda: not claimed_now(service, ids[0]))
     assert calls == [1]
-    for claim in claims[1:]:
+    return service, ids[1:], claims[1:], calls, recorder
+
+
+def test_runs_ending_within_the_hold_share_one_write(
+    home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service, ids, claims, calls, recorder = one_written(home, clock, monkeypatch, ["every 1h"] * 3)
+    for claim in claims:
         execute_claim(service.ctx, claim, recorder=recorder)
     # Each run's output and ledger row are written at once; its end waits.
     wait_for(lambda: len(service.ledger.read()) == 4)
     assert all(r["output"] for r in service.ledger.read())
     assert recorder.pending == 3
-    assert all(claimed_now(service, i) for i in ids[1:])
+    assert all(claimed_now(service, i) for i in ids)
     assert calls == [1]
     recorder.flush()
     wait_for(lambda: recorder.pending == 0)
     assert calls == [1, 3]
     assert not any(claimed_now(service, i) for i in ids)
-    assert [service.store.get(i)["last_status"] for i in ids] == ["ok"] * 4
+    assert [service.store.get(i)["last_status"] for i in ids] == ["ok"] * 3
     assert recorder.close(30)
 
 
 def test_an_end_is_not_held_when_the_jobs_next_fire_is_near(
     home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    service, ids, claims = claimed(home, clock, ["every 1h", "every 1s"])
-    calls = writes_of(service, monkeypatch)
-    recorder = RunRecorder(service.ctx, hold=3600)
+    service, ids, claims, calls, recorder = one_written(home, clock, monkeypatch, ["every 1s"])
+    # Due again within a second: its next claim must find this run ended.
     execute_claim(service.ctx, claims[0], recorder=recorder)
     wait_for(lambda: not claimed_now(service, ids[0]))
-    # Due again within a second: its next claim must find this run ended.
-    execute_claim(service.ctx, claims[1], recorder=recorder)
-    wait_for(lambda: not claimed_now(service, ids[1]))
     assert calls == [1, 1]
     assert recorder.close(30)
 
 
-def test_waiting_for_the_recorder_writes_what_it_holds(
-    home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", ["wait_idle", "close"])
+def test_waiting_for_or_closing_the_recorder_writes_what_it_holds(
+    home: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    service, ids, claims = claimed(home, clock, ["every 1h"] * 3)
-    calls = writes_of(service, monkeypatch)
-    recorder = RunRecorder(service.ctx, hold=3600)
+    service, ids, claims, calls, recorder = one_written(home, clock, monkeypatch, ["every 1h"] * 2)
     for claim in claims:
         execute_claim(service.ctx, claim, recorder=recorder)
     wait_for(lambda: len(service.ledger.read()) == 3)
-    assert recorder.wait_idle(30)
-    assert recorder.pending == 0 and sum(calls) == 3
+    assert recorder.pending == 2
+    # wait_idle: what the daemon's stop and the tests wait on; close: the stop itself.
+    assert getattr(recorder, how)(30)
+    assert recorder.pending == 0 and calls == [1, 2]
     assert not any(claimed_now(service, i) for i in ids)
-    # And closing with ends held writes them too (the daemon's stop).
-    service2, ids2, claims2 = claimed(home / "two", clock, ["every 1h"] * 2)
-    recorder2 = RunRecorder(service2.ctx, hold=3600)
-    execute_claim(service2.ctx, claims2[0], recorder=recorder2)
-    wait_for(lambda: not claimed_now(service2, ids2[0]))
-    execute_claim(service2.ctx, claims2[1], recorder=recorder2)
-    wait_for(lambda: len(service2.ledger.read()) == 2)
-    assert recorder2.close(30)
-    assert not claimed_now(service2, ids2[1])
+    assert recorder.close(30)
