@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Ty
 
 import attrs
 
+from .clock import monotonic
 from .config import cfg_get
 from .errors import HermesCronError, UsageError
 from .punctual import Pacer
@@ -402,7 +403,7 @@ class RunRecorder:
         if self._closed or self._flushing:
             return 0.0
         at = min(self._write_by, self._last_write + self.hold)
-        return max(0.0, at - _monotonic())
+        return max(0.0, at - monotonic())
 
     def _run(self) -> None:
         while True:
@@ -431,7 +432,7 @@ class RunRecorder:
                     held, self._held = self._held, []
                     self._busy = len(held)
                     self._write_by = float("inf")
-                    self._last_write = _monotonic()
+                    self._last_write = monotonic()
                 pause()
                 self._write_ends(held)
             except Exception:  # a bug must not stop the recording of later runs
@@ -449,7 +450,7 @@ class RunRecorder:
         if upcoming:
             ahead = (parse_iso(upcoming) - self.ctx.clock.now()).total_seconds()
             soon = min(soon, max(0.0, ahead - NEXT_FIRE_MARGIN))
-        return _monotonic() + soon
+        return monotonic() + soon
 
     def _pauser(self) -> Callable[[], None]:
         """What recording calls between steps: waits while a run is imminent, within
@@ -496,12 +497,6 @@ class RunRecorder:
 #: A run's end is written at least this long (seconds) before its job's next fire, so
 #: the claim of that fire (made up to half a second ahead) finds the run ended.
 NEXT_FIRE_MARGIN = 1.0
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _deadline(timeout: float) -> Callable[[], float]:

@@ -157,6 +157,45 @@ def test_a_store_mutation_steps_aside_while_a_run_is_imminent(
     assert all(store.get(i)["fire_claim"]["owner"] == "host:1:t" for i in ids)
 
 
+def test_a_large_file_store_write_steps_through_its_index_serialization_and_io(
+    paths: Any,
+    clock: FakeClock,
+    fake_time: FakeTime,
+    registered: Callable[[Callable[[], bool]], None],
+) -> None:
+    """Not only the rules: the due-index update (per change), the serialization (per
+    1,024 records) and the write (per ``writev`` group, and before the ``fsync``)."""
+    from helpers.storekit import new_store
+
+    store = new_store(paths, clock)
+    try:
+        schedule = parse_schedule("every 1h", now=clock.now())
+        for _ in range(2):
+            store.add(schedule, command=["true"])
+        records = store.export_records()
+        template = records[0]
+        store.import_records(
+            [dict(template, id=f"bulk{n:05d}") for n in range(2_100)], replace=False
+        )
+        clock.advance(3600)
+        due = store.due(clock.now())[:2]
+        asked: List[int] = []
+
+        def imminent() -> bool:
+            asked.append(1)
+            return False
+
+        registered(imminent)
+        fake_time.tick = punctual.CHECK_EVERY  # every step asks
+        claims = store.claim_many(due, "host:1:t")
+        assert [c.outcome for c in claims] == [WON, WON]
+    finally:
+        store.close()
+    # 2 rules + 2 due-index changes + 3 slices of 2,102 records + 5 writev groups of
+    # 4,205 pieces + 1 before the fsync.
+    assert len(asked) >= 2 + 2 + 3 + 5 + 1
+
+
 def test_the_builtin_loop_registers_on_the_real_clock_only(home: Path, clock: FakeClock) -> None:
     assert not punctual._checks
     real = CronService.from_home(home)
