@@ -477,9 +477,15 @@ def _print_summary(value: Any, as_json: bool) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    service = _service(args)
     stop = threading.Event()
+    # Before the service is built: a SIGTERM while the plugins load or the store opens
+    # is a clean stop (exit 0), never a death by signal.
     installed = _install_stop_handlers(stop)
+    try:
+        service = _service(args)
+    except BaseException:
+        _restore_handlers(installed)
+        raise
     log = logging.getLogger("hermes_cron")
     try:
         if not _first_read(service, stop):
@@ -527,7 +533,7 @@ def _first_read(service: Any, stop: threading.Event) -> bool:
         else:
             if waited:
                 log.info("the store answers: starting")
-            return True
+            return not stop.is_set()  # a stop while the plugins loaded counts too
 
 
 def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
@@ -579,10 +585,10 @@ def cmd_tick(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import webhook  # starlette and uvicorn are imported only for this command
 
-    service = _service(args)
     stop = threading.Event()
-    installed = _install_stop_handlers(stop)
+    installed = _install_stop_handlers(stop)  # before the service is built, as for daemon
     try:
+        service = _service(args)
         reached = _first_read(service, stop)
     finally:
         _restore_handlers(installed)  # uvicorn installs its own

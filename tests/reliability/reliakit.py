@@ -79,10 +79,24 @@ class Daemon:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
 
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Until this start's daemon runs its scheduler (its SIGTERM handler is in place
+        well before), or has exited."""
+        marker = f"--- start {self.generation}\n"
+
+        def started() -> bool:
+            text = self.log.read_text(errors="replace")
+            return "scheduler started" in text[text.rfind(marker) :] or not self.alive
+
+        wait_for(started, timeout, 0.02, what=f"daemon {self.name} to start")
+
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit code."""
+        """SIGTERM and wait for a clean exit; returns the exit code. A daemon started a
+        moment ago is let reach its scheduler first: a SIGTERM before the interpreter
+        has run our code kills it by signal, which is not what this asks about."""
         assert self.proc is not None
         if self.proc.poll() is None:
+            self.wait_started()
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
