@@ -161,7 +161,7 @@ BROKEN_PROVIDERS = {
             return True
         @hookimpl
         def start(ctx, stop_event):
-            forever.wait(2.5)
+            forever.wait(20)  # well past stop_timeout, however slow the machine
             return {"started": True}
     """,
     "runs_without_claim": """

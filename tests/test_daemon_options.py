@@ -178,7 +178,8 @@ def test_replace_stops_a_run_of_another_process(home: Path, daemons: Daemons) ->
         "else:\n"
         "    open('first', 'w').close(); log.write('first\\n'); log.flush(); time.sleep(60)\n"
     )
-    job_id = add(home, "+4s", "--overlap", "replace", "--cwd", str(home), "--", *py(code))
+    # +8s: the manual run must have claimed the job first, on a machine however busy.
+    job_id = add(home, "+8s", "--overlap", "replace", "--cwd", str(home), "--", *py(code))
     manual = subprocess.Popen(
         cli_cmd("run", job_id),
         env=dict(os.environ, HERMES_HOME=str(home)),
@@ -207,7 +208,9 @@ def test_replace_stops_a_run_of_another_process(home: Path, daemons: Daemons) ->
 
 def test_until_ends_the_job(home: Path, daemons: Daemons) -> None:
     daemons.start()
-    until = _now() + timedelta(seconds=3.5)
+    # Room for two 1 s fires even when the add command is slow to start (its own time
+    # anchors the schedule).
+    until = _now() + timedelta(seconds=6)
     job_id = add(home, "every 1s", "--until", to_iso(until), "--", "true")
     wait_for(lambda: job(home, job_id)["state"] == "completed", timeout=30)
     fires = [parse_iso(r["fire_at"]) for r in rows_of(home, job_id)]

@@ -26,8 +26,10 @@ def test_embed_agent_example_runs_a_sub_minute_prompt_job_twice(home: Path) -> N
     assert len(rows) >= 2
     output = Path(rows[-1]["output"]).read_text(encoding="utf-8")
     assert "The answer is 42." in output
-    # Two consecutive fires of an "every 2s" job are two seconds apart.
+    # The fires of an "every 2s" job are on its 2 s grid (a run that outlasted the
+    # interval on a loaded machine makes the next fire a skip, not an off-grid run).
     from hermes_cron.timeutil import parse_iso
 
     fires = sorted(parse_iso(r["fire_at"]) for r in rows)
-    assert (fires[1] - fires[0]).total_seconds() == 2
+    gap = (fires[1] - fires[0]).total_seconds()
+    assert gap > 0 and gap % 2 == 0, gap

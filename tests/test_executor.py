@@ -88,12 +88,12 @@ def test_timeout_kills_the_whole_process_group(ctx: Any, tmp_path: Path) -> None
         "print('started', flush=True)\n"
         "time.sleep(120)\n"
     )
-    job = _claimed(ctx, command=[PY, "-c", code], timeout=3)
+    job = _claimed(ctx, command=[PY, "-c", code], timeout=5)  # time for two interpreters
     began = time.monotonic()
     outcome = DefaultExecutor().run_job(ctx, job)
     elapsed = time.monotonic() - began
     assert outcome.status == "timeout"
-    assert outcome.error == "timed out after 3 s; the process group was killed"
+    assert outcome.error == "timed out after 5 s; the process group was killed"
     assert "started" in outcome.output
     assert elapsed < 20
     grandchild = int(pidfile.read_text())
@@ -106,7 +106,7 @@ def test_timeout_sigkills_what_ignores_sigterm(ctx: Any, monkeypatch: pytest.Mon
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
         "print('stubborn', flush=True); time.sleep(120)"
     )
-    job = _claimed(ctx, command=[PY, "-c", code], timeout=2)
+    job = _claimed(ctx, command=[PY, "-c", code], timeout=4)
     began = time.monotonic()
     outcome = DefaultExecutor().run_job(ctx, job)
     assert outcome.status == "timeout" and "stubborn" in outcome.output

@@ -137,12 +137,12 @@ def test_a_slow_observer_never_delays_the_next_fire(home: Path, clock: FakeClock
             # the next fire finds the run still holding it (an overlap skip).
             wait_for(
                 lambda k=k: (
-                    len(ledger(service)) == k
-                    and service.store.get(job["id"])["fire_claim"] is None
+                    len(ledger(service)) == k and service.store.get(job["id"])["fire_claim"] is None
                 ),
                 what=f"{k} rows and the claim released",
             )
         # The observer is still stuck in the first report while three fires ran on time.
+        assert blocker.first.wait(30)
         assert blocker.entered == 1
         assert service.ctx.observers.pending == 3
         rows = ledger(service)

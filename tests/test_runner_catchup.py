@@ -3,7 +3,6 @@ every store backend."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any, Callable, Iterator, List
 
@@ -135,14 +134,12 @@ def test_catch_up_costs_o1_per_job(
 
         monkeypatch.setattr(Schedule, name, counting)
     clock.advance(3 * 86400)  # 259,200 missed fires of the 1 s job
-    began = time.monotonic()
     won = ctx.store.claim(job["id"], parse_iso(job["next_run_at"]), "me")
     won_cron = ctx.store.claim(cron["id"], parse_iso(cron["next_run_at"]), "me")
-    elapsed = time.monotonic() - began
     assert won.outcome == WON and won.fire_at == clock.now()
     assert won_cron.outcome == WON and won_cron.fire_at == clock.now().replace(second=0)
+    # Enumerating the 259,200 misses would call next_after that many times.
     assert calls["next_after"] <= 2 and calls["latest_at_or_before"] <= 4
-    assert elapsed < 2.0  # enumerating 259,200 times would take far longer
     # And a miss beyond grace is O(1) too: a 2-hourly job with 60 s of grace, a month late.
     slow = ctx.store.add(sched("every 2h", clock), command=["true"], misfire_grace=60)
     for key in calls:

@@ -510,3 +510,32 @@ def test_waiting_for_the_database_ends_when_the_daemon_is_told_to_stop(
         stop.set()
         waiter.join(15)
         service.close()
+
+
+def test_a_throwaway_server_whose_port_was_taken_meanwhile_starts_on_another(
+    pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port is picked before initdb, seconds before the server binds it: the other
+    tox environment, running at the same time, may have taken it by then."""
+    from hermes_cron.testing import pgcluster
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = taken.getsockname()[1]
+        ports = iter([held])
+        picked: List[int] = []
+
+        def pick() -> int:
+            port = next(ports, None) or _real_free_port()
+            picked.append(port)
+            return port
+
+        _real_free_port = pgcluster._free_port
+        monkeypatch.setattr(pgcluster, "_free_port", pick)
+        cluster = pgcluster.PgCluster.start(pg_cluster.bindir)
+        try:
+            assert picked[0] == held and cluster.port == picked[-1] != held
+            assert cluster.psql("SELECT 1").strip() == "1"
+        finally:
+            cluster.stop()

@@ -69,6 +69,10 @@ def find_bindir() -> Optional[Path]:
     return None
 
 
+#: Ports tried by ``PgCluster.start`` when the one picked was taken meanwhile.
+BIND_ATTEMPTS = 5
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,9 +106,18 @@ class PgCluster:
         cluster = cls(bindir, root, _free_port())
         try:
             cluster._init()
-            cluster._ctl(
-                "start", "-w", "-t", "60", "-l", str(cluster.log), "-o", cluster._options()
-            )
+            for attempt in range(1, BIND_ATTEMPTS + 1):
+                try:
+                    cluster._ctl(
+                        "start", "-w", "-t", "60", "-l", str(cluster.log), "-o", cluster._options()
+                    )
+                    break
+                except RuntimeError as exc:
+                    # The port was free when picked, but initdb takes seconds: another
+                    # process (a parallel test run, an outgoing connection) may hold it now.
+                    if "already in use" not in str(exc) or attempt == BIND_ATTEMPTS:
+                        raise
+                    cluster.port = _free_port()
         except BaseException:
             cluster.remove()
             raise

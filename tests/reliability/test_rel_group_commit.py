@@ -124,7 +124,11 @@ def test_a_request_that_raises_does_not_fail_the_others(paths: HomePaths, clock:
     try:
         leader = threading.Thread(target=call, args=(lambda txn: "lead",))
         leader.start()
-        wait_until(lambda: not store._group, what="the leader to take its request")
+        # Not just "the group is empty": that is true before the leader has queued.
+        wait_until(
+            lambda: store._group_leader.locked() and not store._group,
+            what="the leader to take its request",
+        )
         threads = [threading.Thread(target=call, args=(bad,))]
         threads += [
             threading.Thread(
