@@ -211,6 +211,8 @@ def execute_claim(
         row["error"] = claim.reason or None
         if _append_row(ctx, row, interrupted=claim.outcome == INTERRUPTED):
             observers_of(ctx).submit(claim.job, row)
+        elif claim.outcome == INTERRUPTED:
+            _settle(ctx, row)
         return RunResult(
             claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None, attempt
         )
@@ -553,6 +555,26 @@ def _append_row(ctx: CronContext, row: Dict[str, Any], *, interrupted: bool = Fa
         _log_for(ctx).error("job %s: cannot record %s: %s", row["job_id"], row["status"], exc)
         return False
     return True
+
+
+#: Newest rows of the job looked at for the end of a run found interrupted.
+SETTLE_SCAN = 50
+
+
+def _settle(ctx: CronContext, row: Dict[str, Any]) -> None:
+    """The run found interrupted had recorded its end: its process wrote the ledger row,
+    then died before the run's end reached the record (it is written a moment later,
+    see ``RunRecorder``). The record takes that end, so ``status`` and ``list`` say what
+    the ledger says, not "interrupted"."""
+    from .ledger import is_final_row_of
+
+    try:
+        for seen in ctx.ledger.read(job_id=row["job_id"], limit=SETTLE_SCAN):
+            if is_final_row_of(seen, row):
+                ctx.store.settle_run(row["job_id"], seen)
+                return
+    except (OSError, HermesCronError) as exc:
+        _log_for(ctx).error("job %s: cannot settle its interrupted run: %s", row["job_id"], exc)
 
 
 def _run_with_renewal(

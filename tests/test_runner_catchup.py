@@ -182,7 +182,11 @@ def test_a_run_whose_finish_was_lost_is_recorded_once(
 
     rows = [r for r in ctx.ledger.read(job["id"]) if r["fire_at"] == fire_at]
     assert [r["status"] for r in rows] == ["ok"]  # its own row; no second "interrupted"
-    assert ctx.store.get(job["id"])["fire_claim"] is None
+    record = ctx.store.get(job["id"])
+    assert record["fire_claim"] is None
+    # ...and the record says what the ledger says (status and list read it).
+    assert (record["last_status"], record["last_error"]) == ("ok", None)
+    assert record["last_run_at"] == rows[0]["started_at"]
     # A later run that died before writing anything still gets its error row.
     later = fire_time(ctx.store, job["id"])
     clock.set(later)
@@ -192,6 +196,29 @@ def test_a_run_whose_finish_was_lost_is_recorded_once(
         execute_claim(ctx, claim)
     rows = [r for r in ctx.ledger.read(job["id"]) if r["fire_at"] == to_iso(later)]
     assert [r["status"] for r in rows] == ["error"] and "never finished" in rows[0]["error"]
+    record = ctx.store.get(job["id"])
+    assert record["last_status"] == "error" and "interrupted" in record["last_error"]
+
+
+def test_a_fire_taking_over_a_run_whose_finish_was_lost_keeps_that_run_s_end(
+    new_ctx: Callable[..., Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No catch-up (the Chronos path): the next fire finds the stale claim. The run it
+    takes over had written its row, so the record takes that row's end at once."""
+    ctx = new_ctx(claim_ttl=300)
+    job = ctx.store.add(sched("every 10m", clock), command=["true"])
+    fire_at = _fire_and_lose_the_finish(ctx, job["id"], monkeypatch)
+    [ran] = [r for r in ctx.ledger.read(job["id"]) if r["fire_at"] == fire_at]
+    later = fire_time(ctx.store, job["id"])
+    clock.set(later)
+    claim = ctx.store.claim(job["id"], later, "next")
+    assert claim.won and claim.superseded is not None
+    execute_claim(ctx, claim.superseded)  # what the shared body does before the run
+    record = ctx.store.get(job["id"])
+    assert (record["last_status"], record["last_run_at"]) == ("ok", ran["started_at"])
+    assert record["fire_claim"]["owner"] == "next"  # the new run's claim is untouched
+    rows = [r for r in ctx.ledger.read(job["id"]) if r["fire_at"] == fire_at]
+    assert len(rows) == 1
 
 
 def test_a_run_ending_while_the_store_is_down_is_recorded_when_it_returns(

@@ -237,6 +237,12 @@ class RuleStore:
             return []
         return self._apply([(run[0], _finish_rule(*run)) for run in runs])
 
+    def settle_run(self, job_id: str, row: Mapping[str, Any]) -> Optional[Job]:
+        """A stale claim's run had written its final ledger row ``row``: give the record
+        that row's ``last_*`` fields (see ``rules.settle``). Returns the record, or None
+        when nothing changed (the job is gone, or a later run already set them)."""
+        return self._one(job_id, lambda rec, now: rules.settle(rec, row, now))  # type: ignore[no-any-return]
+
     def catch_up(self, now: Optional[datetime] = None) -> List[Claim]:
         """Bring every job up to date (at daemon start, and on each reconcile): see
         ``rules.catch_up``. Returns the MISSED and INTERRUPTED claims so the caller can

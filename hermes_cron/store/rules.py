@@ -995,6 +995,27 @@ def finish(
     return rec.with_job(job), copy_json(job)
 
 
+def settle(rec: Optional[Record], row: Mapping[str, Any], now: datetime) -> Change:
+    """A run whose claim was found stale (taken over, or cleared by a catch-up as
+    interrupted) had in fact recorded its end in the ledger (``row``): its process
+    wrote the row, then died before the run's end reached the record. The record's
+    ``last_*`` fields then take the row's, unless a run that started later has already
+    set them. Nothing else changes: the fire is over, and what came after it (the next
+    fire, a completion) stands."""
+    if rec is None:
+        return None, None
+    started = parse_iso(row["started_at"])
+    last = rec.job.get("last_run_at")
+    if last is not None and parse_iso(last) >= started:
+        return None, None
+    job = copy_json(rec.job)
+    job["last_run_at"] = to_iso(started)
+    job["last_status"] = row["status"]
+    job["last_error"] = row.get("error")
+    job["updated_at"] = to_iso(now)
+    return rec.with_job(job), copy_json(job)
+
+
 def _retry_after(
     job: Job, held: Mapping[str, Any], now: datetime
 ) -> Tuple[Optional[Dict[str, Any]], str]:
