@@ -139,10 +139,11 @@ class RunLedger:
             newest_first.close()  # release the files at once when stopping early
         return rows
 
-    def append_interrupted(self, row: Dict[str, Any]) -> bool:
+    def append_interrupted(self, row: Dict[str, Any]) -> Optional[Row]:
         """Append the ``error`` row of a run that never finished, unless that run's own
         final row is already here (its process wrote it, then died or lost the store
-        before ``finish_run``): one row per fire. Returns whether the row was written.
+        before ``finish_run``): one row per fire. Returns that final row when it was
+        here (nothing written), None when the error row was written.
 
         Scans back only to rows that finished well before the fire (a run's final row
         cannot finish before its fire), so the cost is the rows written since."""
@@ -151,14 +152,14 @@ class RunLedger:
         try:
             for seen in newest_first:
                 if is_final_row_of(seen, row):
-                    return False
+                    return seen
                 finished = _time_of(seen.get("finished_at"))
                 if since is not None and finished is not None and finished < since - _SKEW:
                     break
         finally:
             newest_first.close()
         self.append(row)
-        return True
+        return None
 
     def _rows_backwards(self) -> Generator[Row, None, None]:
         """Every good row of both files, newest first; closes them when done or closed."""

@@ -209,10 +209,12 @@ def execute_claim(
         now = ctx.clock.now()
         row = _row(ctx, claim, status=status, started=now, finished=now, output=None)
         row["error"] = claim.reason or None
-        if _append_row(ctx, row, interrupted=claim.outcome == INTERRUPTED):
+        if claim.outcome == INTERRUPTED:
+            written = _append_interrupted(ctx, row)
+        else:
+            written = _append_row(ctx, row)
+        if written:
             observers_of(ctx).submit(claim.job, row)
-        elif claim.outcome == INTERRUPTED:
-            _settle(ctx, row)
         return RunResult(
             claim.job_id, fire_iso, claim.outcome, status, None, claim.reason or None, attempt
         )
@@ -544,12 +546,9 @@ def _row(
     return row
 
 
-def _append_row(ctx: CronContext, row: Dict[str, Any], *, interrupted: bool = False) -> bool:
-    """Write a row of a skip, miss or interruption; whether it was written (an
-    interruption whose run had recorded its end is not recorded twice)."""
+def _append_row(ctx: CronContext, row: Dict[str, Any]) -> bool:
+    """Write the row of a skip or a miss; whether it was written."""
     try:
-        if interrupted:
-            return ctx.ledger.append_interrupted(row)
         ctx.ledger.append(row)
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot record %s: %s", row["job_id"], row["status"], exc)
@@ -557,24 +556,23 @@ def _append_row(ctx: CronContext, row: Dict[str, Any], *, interrupted: bool = Fa
     return True
 
 
-#: Newest rows of the job looked at for the end of a run found interrupted.
-SETTLE_SCAN = 50
-
-
-def _settle(ctx: CronContext, row: Dict[str, Any]) -> None:
-    """The run found interrupted had recorded its end: its process wrote the ledger row,
-    then died before the run's end reached the record (it is written a moment later,
-    see ``RunRecorder``). The record takes that end, so ``status`` and ``list`` say what
-    the ledger says, not "interrupted"."""
-    from .ledger import is_final_row_of
-
+def _append_interrupted(ctx: CronContext, row: Dict[str, Any]) -> bool:
+    """Write the row of a run found interrupted; whether it was written. Not when the
+    run had recorded its end: its process wrote the ledger row, then died before the
+    end reached the record (a moment later, see ``RunRecorder``). The record then
+    takes that row's end, so ``status`` and ``list`` say what the ledger says."""
     try:
-        for seen in ctx.ledger.read(job_id=row["job_id"], limit=SETTLE_SCAN):
-            if is_final_row_of(seen, row):
-                ctx.store.settle_run(row["job_id"], seen)
-                return
+        own = ctx.ledger.append_interrupted(row)
+    except (OSError, HermesCronError) as exc:
+        _log_for(ctx).error("job %s: cannot record %s: %s", row["job_id"], row["status"], exc)
+        return False
+    if own is None:
+        return True
+    try:
+        ctx.store.settle_run(row["job_id"], own)
     except (OSError, HermesCronError) as exc:
         _log_for(ctx).error("job %s: cannot settle its interrupted run: %s", row["job_id"], exc)
+    return False
 
 
 def _run_with_renewal(

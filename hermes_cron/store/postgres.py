@@ -1110,14 +1110,15 @@ class PgRunLog:
         whose answer the outage cut off)."""
         self._write(row)
 
-    def append_interrupted(self, row: Dict[str, Any]) -> bool:
+    def append_interrupted(self, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Write the ``error`` row of a run that never finished over its ``running``
         row, unless that run's own final row is already here (its process wrote it,
         then died or lost the database before ``finish_run``): one row per fire.
-        Returns whether the row was written."""
+        Returns that final row when it was here (nothing written), else None."""
         return self._write(row)
 
-    def _write(self, row: Dict[str, Any]) -> bool:
+    def _write(self, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Write ``row``, or return the run's own final row that is already here."""
         clean = _no_nul(row)
         text = json.dumps(clean, ensure_ascii=False, default=str)
         params = {
@@ -1129,20 +1130,21 @@ class PgRunLog:
         }
         keep = self.store.ledger_rows
 
-        def body(cur: psycopg.Cursor[Any]) -> bool:
+        def body(cur: psycopg.Cursor[Any]) -> Optional[Dict[str, Any]]:
             if params["owner"] and params["status"] != "running":
                 if cur.execute(Q["runs_finish"], params).fetchone() is not None:
-                    return True
+                    return None
                 if is_run_end(clean):
                     done = cur.execute(Q["runs_of_fire"], params).fetchall()
-                    if any(is_final_row_of(found, clean) for (found,) in done):
-                        return False
-            found = cur.execute(Q["runs_insert"], params).fetchone()
-            if found is not None and found[0] % LEDGER_PRUNE_EVERY == 0:
-                cur.execute(Q["runs_prune"], {"last": found[0], "keep": keep})
-            return True
+                    for (found,) in done:
+                        if is_final_row_of(found, clean):
+                            return dict(found)
+            inserted = cur.execute(Q["runs_insert"], params).fetchone()
+            if inserted is not None and inserted[0] % LEDGER_PRUNE_EVERY == 0:
+                cur.execute(Q["runs_prune"], {"last": inserted[0], "keep": keep})
+            return None
 
-        return bool(self.store._run(body, write=True))
+        return self.store._run(body, write=True)  # type: ignore[no-any-return]
 
     def read(
         self, job_id: Optional[str] = None, limit: Optional[int] = None

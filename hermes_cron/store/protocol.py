@@ -30,10 +30,11 @@ class RunLog(Protocol):
     def append(self, row: Dict[str, Any]) -> None:
         """Append one row (``StoreError`` when it cannot be written)."""
 
-    def append_interrupted(self, row: Dict[str, Any]) -> bool:
+    def append_interrupted(self, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Append the ``error`` row of a run whose claim went stale, unless the run's
         own final row (``hermes_cron.ledger.is_final_row_of``) is already there; returns
-        whether it was written. One row per fire, however the run's process ended."""
+        that row when it was (nothing written), None when the error row was written.
+        One row per fire, however the run's process ended."""
 
     def read(
         self, job_id: Optional[str] = None, limit: Optional[int] = None
