@@ -13,7 +13,9 @@ The loop (``start``):
      (``PRECLAIM_LEAD``, 50 ms, or three times the slowest recent claim write when
      that is longer, up to 0.25 s), claim every fire due within ``PRECLAIM``
      (0.25 s) past that lead in one locked write
-     (``store.claim_many`` with a fresh owner token), in the loop thread. A
+     (``store.claim_many`` with a fresh owner token), in the loop thread (while
+     other schedulers share the store, no more fires than it has free workers:
+     ``BuiltinLoop._within_capacity``). A
      claim for a fire still in the future goes to the dispatcher thread, which
      hands it to the worker pool at its due time (on the real clock 1.5 ms
      before it, and the worker waits out the rest, so the run starts from a
@@ -87,7 +89,7 @@ from .status_file import (
     scheduler_info,
     write_heartbeat,
 )
-from .store import INTERRUPTED, MISSED, QUEUED, SKIPPED, WON, Claim
+from .store import INTERRUPTED, LOST, MISSED, QUEUED, SKIPPED, WON, Claim
 from .timeutil import to_iso
 
 log = logging.getLogger("hermes_cron.builtin")
@@ -178,9 +180,15 @@ def run_due_once(ctx: Any, *, max_workers: Optional[int] = None) -> Dict[str, An
 class _Workers:
     """A bounded pool of daemon threads fed from a queue (see the module docstring)."""
 
-    def __init__(self, size: int, work: Callable[[Claim], None]) -> None:
+    def __init__(
+        self,
+        size: int,
+        work: Callable[[Claim], None],
+        on_free: Callable[[], None] = lambda: None,
+    ) -> None:
         self.size = size
         self._work = work
+        self._on_free = on_free
         self._queue: queue.Queue[Optional[Claim]] = queue.Queue()
         self._threads: List[threading.Thread] = []
         self._cond = threading.Condition()
@@ -215,6 +223,7 @@ class _Workers:
                     self._busy -= 1
                     self._pending -= 1
                     self._cond.notify_all()
+                self._on_free()
 
     @property
     def running(self) -> int:
@@ -339,11 +348,14 @@ class BuiltinLoop:
         #: and the lead drawn for this loop's next claim while there are any (``_lead``).
         self._peers = 0
         self._shared_lead = PRECLAIM_LEAD
+        #: Fires were left to the other schedulers for want of a free worker: a worker
+        #: that frees up wakes the loop to claim again (``_within_capacity``).
+        self._capped = False
         self._handoff = handoff_lead(ctx.clock) > 0
         #: Won claims handed to a worker whose run has not started yet.
         self._starting = 0
         self._starting_lock = threading.Lock()
-        self.workers = _Workers(_max_workers(ctx), self._execute)
+        self.workers = _Workers(_max_workers(ctx), self._execute, self._worker_free)
         #: Writes what each run leaves (output, ledger row, finish_run) off the workers,
         #: so a worker is free for the next due job as soon as its job has run; it
         #: pauses between its steps while a run is about to start.
@@ -434,7 +446,9 @@ class BuiltinLoop:
         now = self.ctx.clock.now()
         mine = scheduler_info("builtin", now, self._started_at)
         self.ctx.store.heartbeat(mine)
-        self._peers = self._count_peers(mine, now)
+        peers, self._peers = self._peers, self._count_peers(mine, now)
+        if peers != self._peers:
+            log.info("%d other scheduler(s) share this store", self._peers)
         write_heartbeat(
             self.ctx.paths,
             now=now,
@@ -472,9 +486,12 @@ class BuiltinLoop:
         # Claim when the earliest unclaimed fire is within the lead, and then every fire
         # due within PRECLAIM past it, so claims are written in batches, not one per wake.
         lead = self._lead()
+        self._capped = False
         due = store.due(now + timedelta(seconds=lead))
         if due:
             due = store.due(now + timedelta(seconds=lead - PRECLAIM_LEAD + PRECLAIM))
+            if self._peers:
+                due = self._within_capacity(due)
         progressed = False
         if due:
             began = time.monotonic()
@@ -496,10 +513,14 @@ class BuiltinLoop:
                     log.debug(
                         "job %s: not claimed: %s (%s)", claim.job_id, claim.outcome, claim.reason
                     )
+                    # A replica took it: the fires it left may be this loop's, look again.
+                    progressed = progressed or (self._capped and claim.outcome == LOST)
         nxt = store.next_due_at()
         if self._peers:
             self._shared_lead = random.uniform(self._measured_lead(), PRECLAIM)
-        if nxt is None:
+        if nxt is None or (self._capped and self._free_workers() <= 0):
+            # Every worker is taken: the fires left are the other schedulers' to claim,
+            # or this loop's once a worker frees up (which wakes it).
             return POLL_CAP
         now = clock.now()
         if nxt <= now and due and not progressed:
@@ -507,6 +528,34 @@ class BuiltinLoop:
         delay = (nxt - now).total_seconds() - self._lead()
         # A hair past the wake time, so a wake-up never lands just before it.
         return min(POLL_CAP, max(0.0, delay + 0.0002))
+
+    def _free_workers(self) -> int:
+        """Workers not promised to a claim (queued, running, or held for its due time)."""
+        held = self.dispatcher.pending if self.dispatcher is not None else 0
+        return self.workers.size - self.workers.pending - held
+
+    def _within_capacity(self, due: List[Tuple[str, datetime]]) -> List[Tuple[str, datetime]]:
+        """The fires to claim while other schedulers share the store: no more than this
+        loop has free workers for, the earliest first and a burst's fires in random order.
+
+        A loop that claimed a whole burst would queue what its workers cannot start,
+        while the other replicas sat idle: those fires would start late by the runs
+        before them. Left unclaimed they go to a replica with a free worker, or to this
+        one when a worker frees up. Alone on the store, a loop claims all (nobody else
+        would run them sooner).
+        """
+        # Set before the count: a worker freed after it wakes the loop (``_worker_free``).
+        self._capped = True
+        free = self._free_workers()
+        if len(due) <= free:
+            self._capped = False
+            return due
+        # Random among fires due together, so replicas reach for different ones.
+        return sorted(due, key=lambda fire: (fire[1], random.random()))[: max(0, free)]
+
+    def _worker_free(self) -> None:
+        if self._capped:
+            self.wake.set()
 
     def _lead(self) -> float:
         """How far ahead of the earliest unclaimed fire to claim: PRECLAIM_LEAD, or

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -102,12 +102,16 @@ def hosts(tmp_path: Path, pg_url: str) -> Iterator[List[Host]]:
 
 
 def _fires_file_job(
-    store: Any, out: Path, every: str = "every 1s", sleep: float = 0, phase: float = 0
+    store: Any,
+    out: Path,
+    every: str = "every 1s",
+    sleep: float = 0,
+    anchor: Optional[datetime] = None,
 ) -> str:
     """A command job that appends ``<job id> <fire time>`` to ``out`` (after ``sleep``);
-    an interval's fire times are shifted ``phase`` seconds from now's."""
+    an interval counts from ``anchor`` (default: now)."""
     script = f'sleep {sleep}; echo "$HERMES_CRON_JOB_ID $HERMES_CRON_FIRE_AT" >> "$0"'
-    schedule = parse_schedule(every, now=SystemClock().now() + timedelta(seconds=phase))
+    schedule = parse_schedule(every, now=anchor or SystemClock().now())
     return str(store.add(schedule, command=["sh", "-c", script, str(out)])["id"])
 
 
@@ -166,7 +170,11 @@ def test_daemons_on_three_hosts_share_the_work_under_chaos(
         # Fires in two claim rounds a second (a batch claims whatever is due within
         # PRECLAIM of its earliest fire, and a round goes to one host): enough rounds
         # that a fair share leaves no host without fires but once in a million runs.
-        quick = [_fires_file_job(store, out, phase=phase) for phase in (0.0, 0.5, 0.0, 0.5)]
+        base = SystemClock().now()
+        quick = [
+            _fires_file_job(store, out, anchor=base + timedelta(seconds=phase))
+            for phase in (0.0, 0.5, 0.0, 0.5)
+        ]
         slow = _fires_file_job(store, out, sleep=1.5)  # still running when killed, often
         for host in hosts:
             host.start()
@@ -217,6 +225,50 @@ def test_daemons_on_three_hosts_share_the_work_under_chaos(
     assert all(by_host[h.name] > 0 for h in hosts), by_host
     assert "?" not in by_host, by_host
     assert kills >= 3
+
+
+def test_replicas_split_a_burst_by_their_free_workers(
+    hosts: List[Host], pg_url: str, paths: Any, tmp_path: Path
+) -> None:
+    """Four fires due together, two daemons of two workers each: each claims the two it
+    can start at once (one that claimed all four would start two of them only when its
+    first runs ended, while the other daemon sat idle)."""
+    two = hosts[:2]
+    for host in two:
+        write_config(host.home, {"cron": {"claim_ttl": CLAIM_TTL, "max_workers": 2}})
+        host.start()
+    for host in two:
+        host.wait_ready()
+        wait_until(
+            lambda host=host: "1 other scheduler(s) share this store" in host.log(),
+            timeout=60,
+            what=f"{host.name} to see the other daemon",
+        )
+    store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
+    out = tmp_path / "fires.txt"
+    try:
+        anchor = SystemClock().now()
+        jobs = {
+            _fires_file_job(store, out, every="every 5s", sleep=3, anchor=anchor) for _ in range(4)
+        }
+        wait_until(lambda: len(_lines(out)) >= 4, timeout=60, what="the burst's four runs")
+        for host in two:
+            host.stop()
+            assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        rows = store.runs.read()
+    finally:
+        store.close()
+    _check_at_most_once(rows, _lines(out))
+    first = min(r["fire_at"] for r in rows if r["job_id"] in jobs)
+    burst = [r for r in rows if r["fire_at"] == first and r["status"] == "ok"]
+    assert sorted(r["job_id"] for r in burst) == sorted(jobs), burst
+    by_host = Counter(
+        next((h.name for h in two if _owner_pid(r.get("owner")) in h.pids), "?") for r in burst
+    )
+    assert by_host == {"host0": 2, "host1": 2}, burst
+    # None waited for a run to end (each runs 3 s).
+    late = [(parse_iso(r["started_at"]) - parse_iso(r["fire_at"])).total_seconds() for r in burst]
+    assert max(late) < 2.0, late
 
 
 def test_daemons_ride_out_a_database_restart_and_cut_listeners(
