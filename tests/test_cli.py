@@ -348,6 +348,7 @@ NOT_AT_START_UP = (
     "uvicorn",
     "jwt",
     "cryptography",
+    "hashlib",
     "builtin_plugins",
     "hermes_cron.discovery",
     "hermes_cron.plugin_manager",

@@ -27,7 +27,6 @@ process and every provider sees the same thing:
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -270,6 +269,10 @@ def jitter_offset(job_id: str, scheduled: datetime, jitter: Optional[float]) -> 
     span = int(float(jitter) * 1000)
     if span <= 0:
         return timedelta(0)
+    # Here, not at the top: hashlib loads OpenSSL (3-4 ms), which every command that
+    # imports the store would pay for, and only jobs with a jitter use it (issue 12).
+    import hashlib
+
     digest = hashlib.sha256(f"{job_id}|{to_iso(scheduled)}".encode()).digest()
     return timedelta(milliseconds=int.from_bytes(digest[:8], "big") % span)
 
