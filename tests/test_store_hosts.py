@@ -93,6 +93,13 @@ class Host:
         )
 
 
+def _stop_cleanly(hosts: List[Host]) -> None:
+    """SIGTERM each daemon; each must exit 0."""
+    for host in hosts:
+        host.stop()
+        assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+
+
 @pytest.fixture
 def hosts(tmp_path: Path, pg_url: str) -> Iterator[List[Host]]:
     made = [Host(tmp_path, f"host{n}", pg_url) for n in range(3)]
@@ -195,9 +202,7 @@ def test_daemons_on_three_hosts_share_the_work_under_chaos(
             victim.start()
             victim.wait_ready()
         stop_at = time.monotonic()
-        for host in hosts:
-            host.stop()
-            assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        _stop_cleanly(hosts)
         rows = store.runs.read()
     finally:
         store.close()
@@ -252,9 +257,7 @@ def test_replicas_split_a_burst_by_their_free_workers(
             _fires_file_job(store, out, every="every 5s", sleep=3, anchor=anchor) for _ in range(4)
         }
         wait_until(lambda: len(_lines(out)) >= 4, timeout=60, what="the burst's four runs")
-        for host in two:
-            host.stop()
-            assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        _stop_cleanly(two)
         rows = store.runs.read()
     finally:
         store.close()
@@ -315,9 +318,7 @@ def test_daemons_ride_out_a_database_restart_and_cut_listeners(
         store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
         late = _fires_file_job(store, out, every="+1s")
         wait_until(lambda: any(j == late for j, _ in _lines(out)), timeout=20, what="the new job")
-        for host in two:
-            host.stop()
-            assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        _stop_cleanly(two)
         rows = store.runs.read()
         assert store.get(late)["state"] == "completed"
     finally:
@@ -345,6 +346,5 @@ def test_a_daemon_started_while_the_database_is_down_waits_for_it(
         assert host.proc is not None and host.proc.poll() is None, host.log()[-3000:]
     wait_until(lambda: len(_lines(out)) >= 2, timeout=60, what="fires once the database is up")
     assert "the store answers: starting" in host.log()
-    host.stop()
-    assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+    _stop_cleanly([host])
     assert {j for j, _ in _lines(out)} == {job}
