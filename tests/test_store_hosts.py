@@ -175,8 +175,9 @@ def test_daemons_on_three_hosts_share_the_work_under_chaos(
     out = tmp_path / "fires.txt"
     try:
         # Fires in two claim rounds a second (a batch claims whatever is due within
-        # PRECLAIM of its earliest fire, and a round goes to one host): enough rounds
-        # that a fair share leaves no host without fires but once in a million runs.
+        # PRECLAIM of its earliest fire, and a round goes to one host): some 30 rounds
+        # through the kills, so a fair draw leaves a host without fires about once in
+        # 60,000 runs (one round a second: about once in fifty).
         base = SystemClock().now()
         quick = [
             _fires_file_job(store, out, anchor=base + timedelta(seconds=phase))
@@ -232,15 +233,14 @@ def test_daemons_on_three_hosts_share_the_work_under_chaos(
     assert kills >= 3
 
 
-def test_replicas_split_a_burst_by_their_free_workers(
-    hosts: List[Host], pg_url: str, paths: Any, tmp_path: Path
-) -> None:
-    """Four fires due together, two daemons of two workers each: each claims the two it
-    can start at once (one that claimed all four would start two of them only when its
-    first runs ended, while the other daemon sat idle)."""
+def _burst(
+    hosts: List[Host], pg_url: str, paths: Any, out: Path, *, workers: int, fires: int
+) -> List[Dict[str, Any]]:
+    """``fires`` jobs of 3 s due together, run by two daemons of ``workers`` workers each
+    once each sees the other: the ledger rows of the burst's fire, with a ``host``."""
     two = hosts[:2]
     for host in two:
-        write_config(host.home, {"cron": {"claim_ttl": CLAIM_TTL, "max_workers": 2}})
+        write_config(host.home, {"cron": {"claim_ttl": CLAIM_TTL, "max_workers": workers}})
         host.start()
     for host in two:
         host.wait_ready()
@@ -250,13 +250,13 @@ def test_replicas_split_a_burst_by_their_free_workers(
             what=f"{host.name} to see the other daemon",
         )
     store = new_store(paths, SystemClock(), url=pg_url, now_from="database")
-    out = tmp_path / "fires.txt"
     try:
-        anchor = SystemClock().now()
+        anchor = SystemClock().now() - timedelta(seconds=5)  # the first fire 5 s from now
         jobs = {
-            _fires_file_job(store, out, every="every 5s", sleep=3, anchor=anchor) for _ in range(4)
+            _fires_file_job(store, out, every="every 10s", sleep=3, anchor=anchor)
+            for _ in range(fires)
         }
-        wait_until(lambda: len(_lines(out)) >= 4, timeout=60, what="the burst's four runs")
+        wait_until(lambda: len(_lines(out)) >= fires, timeout=60, what="the burst's runs")
         _stop_cleanly(two)
         rows = store.runs.read()
     finally:
@@ -265,13 +265,37 @@ def test_replicas_split_a_burst_by_their_free_workers(
     first = min(r["fire_at"] for r in rows if r["job_id"] in jobs)
     burst = [r for r in rows if r["fire_at"] == first and r["status"] == "ok"]
     assert sorted(r["job_id"] for r in burst) == sorted(jobs), burst
-    by_host = Counter(
-        next((h.name for h in two if _owner_pid(r.get("owner")) in h.pids), "?") for r in burst
-    )
-    assert by_host == {"host0": 2, "host1": 2}, burst
+    for r in burst:
+        r["host"] = next((h.name for h in two if _owner_pid(r.get("owner")) in h.pids), "?")
+        r["late"] = (parse_iso(r["started_at"]) - parse_iso(r["fire_at"])).total_seconds()
+    return burst
+
+
+def test_replicas_split_a_burst_by_their_free_workers(
+    hosts: List[Host], pg_url: str, paths: Any, tmp_path: Path
+) -> None:
+    """Four fires due together, two daemons of two workers each: each claims the two it
+    can start at once (one that claimed all four would start two of them only when its
+    first runs ended, while the other daemon sat idle)."""
+    burst = _burst(hosts, pg_url, paths, tmp_path / "fires.txt", workers=2, fires=4)
+    assert Counter(r["host"] for r in burst) == {"host0": 2, "host1": 2}, burst
     # None waited for a run to end (each runs 3 s).
-    late = [(parse_iso(r["started_at"]) - parse_iso(r["fire_at"])).total_seconds() for r in burst]
-    assert max(late) < 2.0, late
+    assert max(r["late"] for r in burst) < 2.0, burst
+
+
+def test_a_fire_no_replica_has_a_worker_for_runs_when_one_frees_up(
+    hosts: List[Host], pg_url: str, paths: Any, tmp_path: Path
+) -> None:
+    """Three fires due together, two daemons of one worker each: two start at once, the
+    third stays in the store unclaimed until a worker frees up, then runs once."""
+    burst = _burst(hosts, pg_url, paths, tmp_path / "fires.txt", workers=1, fires=3)
+    burst.sort(key=lambda r: r["late"])
+    assert sorted(Counter(r["host"] for r in burst).values()) == [1, 2], burst
+    assert burst[1]["late"] < 2.0, burst
+    # The third waited for the first run to end (3 s), and not much longer.
+    ended = min(parse_iso(r["finished_at"]) for r in burst[:2])
+    waited = (parse_iso(burst[2]["started_at"]) - ended).total_seconds()
+    assert burst[2]["late"] >= 2.5 and waited < 2.0, burst
 
 
 def test_daemons_ride_out_a_database_restart_and_cut_listeners(
