@@ -477,14 +477,16 @@ def _print_summary(value: Any, as_json: bool) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
+    from .stop_signals import StopSignals  # only the commands that run a provider need it
+
     stop = threading.Event()
     # Before the service is built: a SIGTERM while the plugins load or the store opens
     # is a clean stop (exit 0), never a death by signal.
-    installed = _install_stop_handlers(stop)
+    signals = StopSignals(stop).install()
     try:
         service = _service(args)
     except BaseException:
-        _restore_handlers(installed)
+        signals.uninstall()
         raise
     log = logging.getLogger("hermes_cron")
     try:
@@ -500,7 +502,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
             log.error("%s; running without metrics", exc)
         result = service.start(stop)
     finally:
-        _restore_handlers(installed)
+        signals.uninstall()
         service.close()
     if service.provider_name != "builtin":
         # An external provider armed its triggers and returned: say what it did.
@@ -536,32 +538,6 @@ def _first_read(service: Any, stop: threading.Event) -> bool:
             return not stop.is_set()  # a stop while the plugins loaded counts too
 
 
-def _install_stop_handlers(stop: threading.Event) -> Dict[int, Any]:
-    """SIGTERM/SIGINT set ``stop``; a second SIGINT interrupts for real."""
-    import signal  # only the commands that run a provider need it (issue 12)
-
-    previous: Dict[int, Any] = {}
-    if threading.current_thread() is not threading.main_thread():
-        return previous
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        logging.getLogger("hermes_cron").info("%s received: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, on_signal)
-    return previous
-
-
-def _restore_handlers(previous: Dict[int, Any]) -> None:
-    import signal
-
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
 def cmd_tick(args: argparse.Namespace) -> int:
     service = _service(args)
     try:
@@ -584,14 +560,15 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from . import webhook  # starlette and uvicorn are imported only for this command
+    from .stop_signals import StopSignals
 
     stop = threading.Event()
-    installed = _install_stop_handlers(stop)  # before the service is built, as for daemon
+    signals = StopSignals(stop).install()  # before the service is built, as for daemon
     try:
         service = _service(args)
         reached = _first_read(service, stop)
     finally:
-        _restore_handlers(installed)  # uvicorn installs its own
+        signals.uninstall()  # uvicorn installs its own
     if not reached:
         service.close()
         return 0

@@ -41,7 +41,11 @@ class Host:
         self.home = root / name
         self.home.mkdir()
         write_config(self.home, {"cron": {"claim_ttl": CLAIM_TTL, "max_workers": 4}})
-        self.env = dict(os.environ, HERMES_HOME=str(self.home), HERMES_CRON_STORE=url)
+        # faulthandler: a daemon that does not stop is sent SIGABRT, which prints every
+        # thread's stack into its log (``stop``).
+        self.env = dict(
+            os.environ, HERMES_HOME=str(self.home), HERMES_CRON_STORE=url, PYTHONFAULTHANDLER="1"
+        )
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.pids: Set[int] = set()
         self.starts = 0
@@ -84,12 +88,18 @@ class Host:
             try:
                 self.proc.wait(45)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                self.proc.send_signal(signal.SIGABRT)  # its stacks, for the failure
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
 
     def log(self) -> str:
+        """Its daemons' logs, oldest start first."""
         return "".join(
-            p.read_text(errors="replace") for p in sorted(self.home.glob("daemon-*.log"))
+            (self.home / f"daemon-{n}.log").read_text(errors="replace")
+            for n in range(1, self.starts + 1)
         )
 
 
@@ -97,7 +107,7 @@ def _stop_cleanly(hosts: List[Host]) -> None:
     """SIGTERM each daemon; each must exit 0."""
     for host in hosts:
         host.stop()
-        assert host.proc is not None and host.proc.returncode == 0, host.log()[-3000:]
+        assert host.proc is not None and host.proc.returncode == 0, host.log()[-12000:]
 
 
 @pytest.fixture
