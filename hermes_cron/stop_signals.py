@@ -8,6 +8,10 @@ not reentrant), or stay unrun while the thread waits in C. Here the handler's on
 job is counting: the interpreter's C handler writes the signal's number to a wakeup
 pipe at once, from whichever thread the kernel chose, and a thread of our own reads
 it, says so in the log and sets the stop event.
+
+A stop that takes longer than it should (running jobs get at most 30 s) is reported
+with every thread's stack, before a supervisor's kill (``TimeoutStopSec=60`` in
+the units of docs/operations.md) leaves nothing to look at.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ log = logging.getLogger("hermes_cron")
 _STOPPING = (signal.SIGTERM, signal.SIGINT)
 #: Written by ``uninstall`` to end the reading thread (no signal has number 0).
 _QUIT = b"\x00"
+#: Seconds after a stop signal when a stop still under way is reported, with stacks.
+REPORT_AFTER = 45.0
 
 
 class StopSignals:
@@ -33,8 +39,10 @@ class StopSignals:
     run in a thread of its own is stopped by its caller.
     """
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, report_after: float = REPORT_AFTER) -> None:
         self.stop = stop
+        self.report_after = report_after
+        self._done = threading.Event()  # uninstalled: the command has stopped
         self._previous: Dict[int, Any] = {}
         self._previous_fd: Optional[int] = None
         self._pipe: Optional[Tuple[int, int]] = None
@@ -60,6 +68,7 @@ class StopSignals:
     def uninstall(self) -> None:
         if self._pipe is None:
             return
+        self._done.set()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
@@ -82,6 +91,7 @@ class StopSignals:
             raise KeyboardInterrupt
 
     def _read(self, read_fd: int) -> None:
+        stopping = False
         while True:
             try:
                 data = os.read(read_fd, 64)
@@ -93,8 +103,25 @@ class StopSignals:
                 if signum == 0:
                     return
                 if signum in _STOPPING:
-                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    name = signal.Signals(signum).name
+                    log.info("%s received: stopping", name)
                     self.stop.set()
+                    if not stopping:
+                        stopping = True
+                        if not self._done.wait(self.report_after):
+                            self._report(name)
+
+    def _report(self, name: str) -> None:
+        import faulthandler
+        import sys
+
+        log.warning(
+            "still stopping %.0f s after %s; where each thread is:", self.report_after, name
+        )
+        try:
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - no stderr
+            pass
 
     def __enter__(self) -> StopSignals:
         return self.install()

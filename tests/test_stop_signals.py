@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -120,3 +121,29 @@ def test_off_the_main_thread_nothing_is_installed() -> None:
     worker.join(10)
     assert made and signal.getsignal(signal.SIGTERM) is before
     made[0].uninstall()  # harmless
+
+
+def test_a_stop_that_takes_too_long_is_reported_with_the_stacks(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="hermes_cron"):
+        with StopSignals(stop, report_after=0.1):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(30)
+            deadline = time.monotonic() + 30
+            while "still stopping" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert "still stopping 0 s after SIGTERM; where each thread is:" in caplog.text
+    # Every thread's stack, this test's frame among them.
+    assert "test_a_stop_that_takes_too_long_is_reported_with_the_stacks" in capfd.readouterr().err
+
+
+def test_a_stop_in_time_is_not_reported(caplog: pytest.LogCaptureFixture) -> None:
+    stop = threading.Event()
+    with caplog.at_level(logging.INFO, logger="hermes_cron"):
+        with StopSignals(stop, report_after=30):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(30)
+    # Leaving the block joined the reading thread: no report can come any more.
+    assert "SIGTERM received" in caplog.text and "still stopping" not in caplog.text

@@ -86,7 +86,7 @@ class Host:
             self.wait_ready()
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(45)
+                self.proc.wait(55)  # past the daemon's own report of a slow stop (45 s)
             except subprocess.TimeoutExpired:
                 self.proc.send_signal(signal.SIGABRT)  # its stacks, for the failure
                 try:
