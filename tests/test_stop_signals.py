@@ -73,24 +73,15 @@ def test_the_stop_comes_while_the_main_thread_holds_the_events_lock() -> None:
     assert done.stdout.split() == ["set", "while", "held:", "False", "then:", "True"]
 
 
-def test_a_second_sigint_interrupts_for_real() -> None:
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_a_sigint_after_a_stop_signal_interrupts_for_real(first: signal.Signals) -> None:
     stop = threading.Event()
     with StopSignals(stop):
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), first)
         assert stop.wait(30)
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             threading.Event().wait(30)  # the handler raises here, at once
-
-
-def test_a_sigint_after_sigterm_interrupts_too() -> None:
-    stop = threading.Event()
-    with StopSignals(stop):
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.wait(30)
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            threading.Event().wait(30)
 
 
 def test_uninstall_restores_the_handlers_and_the_wakeup_fd() -> None:
