@@ -20,7 +20,7 @@ import sys
 import threading
 import traceback
 from datetime import datetime
-from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, cast
+from typing import Any, Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, cast
 
 from .errors import HermesCronError, UsageError
 
@@ -490,7 +490,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         raise
     log = logging.getLogger("hermes_cron")
     try:
-        if not _first_read(service, stop):
+        if not _first_read(service, stop, signals.requested):
             return 0  # told to stop while waiting for the store
         if service.scheduler.fallback_reason:
             log.warning("using the built-in provider: %s", service.scheduler.fallback_reason)
@@ -512,12 +512,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return 0
 
 
-def _first_read(service: Any, stop: threading.Event) -> bool:
+def _first_read(
+    service: Any, stop: threading.Event, requested: Callable[[], bool] = lambda: False
+) -> bool:
     """The store's first read, before ``daemon`` or ``serve`` starts its provider: a
     corrupt ``jobs.json`` stops us here (exit 2 naming the file). A database that cannot
     be reached yet is waited for with backoff, as a running daemon rides out an outage
     (the replicas of a deployment may start before their database). False when told
-    to stop first."""
+    to stop first: ``stop`` is set, or ``requested()`` (a signal the main thread has
+    taken, a moment before the thread that reads signals sets ``stop``)."""
     from .errors import StoreUnavailableError
 
     log = logging.getLogger("hermes_cron")
@@ -529,13 +532,14 @@ def _first_read(service: Any, stop: threading.Event) -> bool:
             if not waited:
                 log.warning("%s; waiting for it (retrying with backoff)", exc)
                 waited = True
-            if stop.wait(pause):
+            if stop.wait(pause) or requested():
                 return False
             pause = min(pause * 2, STORE_RETRY_MAX)
         else:
             if waited:
                 log.info("the store answers: starting")
-            return not stop.is_set()  # a stop while the plugins loaded counts too
+            # A stop while the plugins loaded counts too.
+            return not (stop.is_set() or requested())
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
@@ -566,7 +570,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signals = StopSignals(stop).install()  # before the service is built, as for daemon
     try:
         service = _service(args)
-        reached = _first_read(service, stop)
+        reached = _first_read(service, stop, signals.requested)
     finally:
         signals.uninstall()  # uvicorn installs its own
     if not reached:

@@ -84,6 +84,11 @@ class StopSignals:
         os.close(write_fd)
         os.close(read_fd)
 
+    def requested(self) -> bool:
+        """Whether a stop signal came: set at once on the main thread, where ``stop``
+        may still wait a moment for the reading thread."""
+        return self._seen > 0 or self.stop.is_set()
+
     def _count(self, signum: int, frame: Any) -> None:
         # On the main thread; the reading thread does the stopping.
         self._seen += 1

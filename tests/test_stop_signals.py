@@ -29,6 +29,17 @@ def test_sigterm_sets_the_stop_event_and_says_so(caplog: pytest.LogCaptureFixtur
     assert "SIGTERM received: stopping" in caplog.text
 
 
+def test_a_signal_is_requested_on_the_main_thread_at_once() -> None:
+    # The event is set by another thread, a moment later: a check right after the
+    # signal (``daemon`` told to stop while its plugins load) asks ``requested()``.
+    stop = threading.Event()
+    with StopSignals(stop) as signals:
+        assert not signals.requested()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.requested()  # the handler ran before this line
+        assert stop.wait(30)
+
+
 def test_a_signal_taken_by_another_thread_stops_a_waiting_main_thread() -> None:
     # The kernel may hand a process's signal to any of its threads. Python then runs
     # its handler only once the main thread is back in Python: a main thread waiting
