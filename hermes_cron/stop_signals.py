@@ -50,6 +50,7 @@ class StopSignals:
         self._seen = 0  # stop signals the main thread's handler has counted
 
     def install(self) -> StopSignals:
+        """Take SIGTERM and SIGINT (on the main thread; else nothing); returns self."""
         if threading.current_thread() is not threading.main_thread():
             return self
         read_fd, write_fd = os.pipe()
@@ -66,6 +67,8 @@ class StopSignals:
         return self
 
     def uninstall(self) -> None:
+        """Give the signals back to the handlers and wakeup fd found at ``install``;
+        a second call does nothing."""
         if self._pipe is None:
             return
         self._done.set()
@@ -81,6 +84,8 @@ class StopSignals:
             pass
         if self._reader is not None:
             self._reader.join(5)
+            if self._reader.is_alive():  # pragma: no cover - still writing its report
+                return  # its pipe stays open: a closed fd's number may be reused
         os.close(write_fd)
         os.close(read_fd)
 
